@@ -1,0 +1,578 @@
+//! One suite of queue semantics, run against every store (see the macro at
+//! the bottom), plus a randomized comparison with a reference model.
+
+#![allow(clippy::unwrap_used)]
+
+mod model;
+
+use super::*;
+use crate::testing::RedisServer;
+
+const MIN: Millis = 60_000;
+const T0: Millis = 1_800_000_000_000;
+
+fn config() -> RoomConfig {
+    RoomConfig {
+        capacity: 2,
+        admission_rate: None,
+        session_duration_ms: 10 * MIN,
+        queueing: Queueing::Fifo,
+        opens_at: None,
+        closes_at: None,
+        paused: false,
+        abandon_timeout_ms: 2 * MIN,
+    }
+}
+
+async fn configured(store: &dyn Store, config: RoomConfig) {
+    store.configure(&config).await.unwrap();
+}
+
+async fn join(store: &dyn Store, user: &str, now: Millis) -> SessionView {
+    store
+        .join(user, &format!("sid-{user}"), now)
+        .await
+        .unwrap()
+        .view
+}
+
+fn is_active(view: &SessionView) -> bool {
+    matches!(view.session.state, SessionState::Active { .. })
+}
+
+async fn state(store: &dyn Store, user: &str) -> SessionState {
+    store
+        .session(&format!("sid-{user}"), None)
+        .await
+        .unwrap()
+        .session
+        .state
+}
+
+async fn unconfigured_room_refuses_joins(store: &dyn Store) {
+    let err = store.join("u", "s", T0).await.unwrap_err();
+    assert_eq!(err, QueueError::NotConfigured);
+    assert_eq!(store.config().await.unwrap(), None);
+}
+
+async fn configuration_round_trips(store: &dyn Store) {
+    let config = RoomConfig {
+        admission_rate: Some(300),
+        opens_at: Some(T0),
+        closes_at: Some(T0 + 60 * MIN),
+        queueing: Queueing::Random,
+        paused: true,
+        ..config()
+    };
+    configured(store, config.clone()).await;
+    assert_eq!(store.config().await.unwrap(), Some(config));
+}
+
+async fn join_is_idempotent_and_positions_are_exact(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            paused: true,
+            ..config()
+        },
+    )
+    .await;
+    let a = store.join("alice", "s1", T0).await.unwrap();
+    assert!(a.created);
+    assert_eq!(
+        (a.view.session.ticket, a.view.position, a.view.waiting),
+        (1, Some(1), 1)
+    );
+    let b = join(store, "bob", T0).await;
+    assert_eq!((b.position, b.waiting), (Some(2), 2));
+    let again = store.join("alice", "s-other", T0 + 5).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.view.session.id, "s1");
+    assert_eq!(again.view.position, Some(1));
+    store.leave("s1", T0 + 6).await.unwrap();
+    let b = store.session("sid-bob", None).await.unwrap();
+    assert_eq!((b.position, b.waiting), (Some(1), 1));
+}
+
+async fn admission_follows_tickets_and_never_exceeds_capacity(store: &dyn Store) {
+    configured(store, config()).await;
+    for user in ["a", "b", "c", "d"] {
+        join(store, user, T0).await;
+    }
+    let report = store.tick(T0 + 1, 0).await.unwrap();
+    assert_eq!(report.admitted, 2);
+    assert!(is_active(&store.session("sid-a", None).await.unwrap()));
+    assert!(is_active(&store.session("sid-b", None).await.unwrap()));
+    assert_eq!(
+        store.session("sid-c", None).await.unwrap().position,
+        Some(1)
+    );
+    assert_eq!(store.tick(T0 + 2, 0).await.unwrap().admitted, 0);
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (counts.waiting, counts.active, counts.admitted_total),
+        (2, 2, 2)
+    );
+    assert!(counts.opened);
+}
+
+async fn completing_frees_the_slot_at_once(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 1,
+            ..config()
+        },
+    )
+    .await;
+    join(store, "a", T0).await;
+    join(store, "b", T0).await;
+    store.tick(T0, 0).await.unwrap();
+    let done = store.complete("sid-a", T0 + 1).await.unwrap();
+    assert_eq!(
+        done.session.state,
+        SessionState::Closed(CloseReason::Completed)
+    );
+    // Completing again is harmless; completing a waiting session is refused.
+    store.complete("sid-a", T0 + 2).await.unwrap();
+    assert_eq!(
+        store.complete("sid-b", T0 + 2).await.unwrap_err(),
+        QueueError::NotActive
+    );
+    assert_eq!(
+        store.complete("nope", T0).await.unwrap_err(),
+        QueueError::UnknownSession
+    );
+    assert_eq!(store.tick(T0 + 3, 0).await.unwrap().admitted, 1);
+    assert!(is_active(&store.session("sid-b", None).await.unwrap()));
+}
+
+async fn sessions_expire_after_their_duration(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 1,
+            ..config()
+        },
+    )
+    .await;
+    join(store, "a", T0).await;
+    join(store, "b", T0).await;
+    store.tick(T0, 0).await.unwrap();
+    let SessionState::Active { expires_at, .. } = state(store, "a").await else {
+        panic!("a should be active");
+    };
+    assert_eq!(expires_at, T0 + 10 * MIN);
+    store
+        .touch(&["sid-b".into()], expires_at - 1)
+        .await
+        .unwrap();
+    assert_eq!(store.tick(expires_at - 1, 0).await.unwrap().expired, 0);
+    let report = store.tick(expires_at, 0).await.unwrap();
+    assert_eq!((report.expired, report.admitted), (1, 1));
+    assert_eq!(
+        state(store, "a").await,
+        SessionState::Closed(CloseReason::Expired)
+    );
+}
+
+async fn leaving_works_while_waiting_and_while_active(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 1,
+            ..config()
+        },
+    )
+    .await;
+    join(store, "a", T0).await;
+    join(store, "b", T0).await;
+    store.tick(T0, 0).await.unwrap();
+    let left = store.leave("sid-b", T0 + 1).await.unwrap();
+    assert_eq!(left.session.state, SessionState::Closed(CloseReason::Left));
+    assert_eq!(left.waiting, 0);
+    store.leave("sid-b", T0 + 2).await.unwrap();
+    store.leave("sid-a", T0 + 2).await.unwrap();
+    assert_eq!(store.counts().await.unwrap().active, 0);
+    assert_eq!(
+        store.leave("nope", T0).await.unwrap_err(),
+        QueueError::UnknownSession
+    );
+    // A user whose session ended joins again at the back with a new session.
+    let again = store.join("a", "sid-a2", T0 + 3).await.unwrap();
+    assert!(again.created);
+    assert_eq!(again.view.session.ticket, 3);
+}
+
+async fn pause_stops_admissions_and_keeps_the_line(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            paused: true,
+            ..config()
+        },
+    )
+    .await;
+    join(store, "a", T0).await;
+    assert_eq!(store.tick(T0, 0).await.unwrap().admitted, 0);
+    assert_eq!(store.counts().await.unwrap().waiting, 1);
+    configured(store, config()).await;
+    assert_eq!(store.tick(T0 + 1, 0).await.unwrap().admitted, 1);
+}
+
+async fn admission_rate_is_never_exceeded(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 1000,
+            admission_rate: Some(120),
+            ..config()
+        },
+    )
+    .await;
+    for i in 0..300 {
+        join(store, &format!("u{i}"), T0).await;
+    }
+    let mut admitted_at = Vec::new();
+    for step in 0..=600 {
+        let now = T0 + step * 250;
+        let ids: Vec<String> = (0..300).map(|i| format!("sid-u{i}")).collect();
+        store.touch(&ids, now).await.unwrap();
+        let report = store.tick(now, 0).await.unwrap();
+        admitted_at.extend(std::iter::repeat_n(now, report.admitted as usize));
+    }
+    // 150 s at 120/min: the window allows at most 120 in any 60 s.
+    for (i, &t) in admitted_at.iter().enumerate() {
+        let in_window = admitted_at[i..]
+            .iter()
+            .take_while(|&&u| u < t + RATE_WINDOW_MS)
+            .count();
+        assert!(
+            in_window <= 120,
+            "{in_window} admissions in the minute from {t}"
+        );
+    }
+    // ...and pacing spreads them: never more than a second's worth at once.
+    let mut per_tick = std::collections::HashMap::new();
+    for t in &admitted_at {
+        *per_tick.entry(t).or_insert(0) += 1;
+    }
+    assert!(per_tick.values().all(|&n| n <= 2), "bursts: {per_tick:?}");
+    assert!(
+        admitted_at.len() >= 250,
+        "only {} admitted in 150 s",
+        admitted_at.len()
+    );
+}
+
+async fn pre_queue_waits_until_opening(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            opens_at: Some(T0 + MIN),
+            ..config()
+        },
+    )
+    .await;
+    join(store, "a", T0).await;
+    assert_eq!(store.tick(T0 + 1, 0).await.unwrap().admitted, 0);
+    assert!(!store.counts().await.unwrap().opened);
+    store.touch(&["sid-a".into()], T0 + MIN).await.unwrap();
+    assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().admitted, 1);
+}
+
+async fn random_room_shuffles_the_pre_queue_once(store: &dyn Store) {
+    let seed = 4242;
+    configured(
+        store,
+        RoomConfig {
+            opens_at: Some(T0 + 1),
+            capacity: 0,
+            queueing: Queueing::Random,
+            ..config()
+        },
+    )
+    .await;
+    let users: Vec<String> = (0..20).map(|i| format!("u{i}")).collect();
+    for u in &users {
+        join(store, u, T0).await;
+    }
+    store.tick(T0 + 1, seed).await.unwrap();
+    let mut expected: Vec<String> = users.iter().map(|u| format!("sid-{u}")).collect();
+    shuffle::shuffle(&mut expected, seed);
+    let line = store.snapshot().await.unwrap().waiting;
+    let order: Vec<String> = line.iter().map(|(sid, _)| sid.clone()).collect();
+    assert_eq!(order, expected);
+    assert_eq!(
+        line.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
+    let first = store.session(&expected[0], None).await.unwrap();
+    assert_eq!((first.session.ticket, first.position), (1, Some(1)));
+    // Later joins queue behind, and a second opening tick does not reshuffle.
+    join(store, "late", T0 + 2).await;
+    store.tick(T0 + 3, seed + 1).await.unwrap();
+    let again: Vec<String> = store
+        .snapshot()
+        .await
+        .unwrap()
+        .waiting
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(&again[..20], &expected[..]);
+    assert_eq!(again[20], "sid-late");
+}
+
+async fn passthrough_admits_at_once(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            queueing: Queueing::Passthrough,
+            capacity: 1,
+            ..config()
+        },
+    )
+    .await;
+    let a = join(store, "a", T0).await;
+    let b = join(store, "b", T0).await;
+    assert!(is_active(&a) && is_active(&b));
+    assert_eq!(store.counts().await.unwrap().active, 2);
+}
+
+async fn reject_refuses_joins_but_keeps_sessions(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            paused: true,
+            ..config()
+        },
+    )
+    .await;
+    join(store, "a", T0).await;
+    configured(
+        store,
+        RoomConfig {
+            queueing: Queueing::Reject,
+            ..config()
+        },
+    )
+    .await;
+    assert_eq!(
+        store.join("b", "s", T0).await.unwrap_err(),
+        QueueError::Rejected
+    );
+    assert_eq!(join(store, "a", T0).await.position, Some(1));
+    assert_eq!(store.tick(T0, 0).await.unwrap().admitted, 1);
+}
+
+async fn closing_refuses_joins_and_closes_the_line(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            closes_at: Some(T0 + MIN),
+            capacity: 0,
+            ..config()
+        },
+    )
+    .await;
+    join(store, "a", T0).await;
+    assert_eq!(
+        store.join("b", "s", T0 + MIN).await.unwrap_err(),
+        QueueError::RoomClosed
+    );
+    assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().closed, 1);
+    assert_eq!(
+        state(store, "a").await,
+        SessionState::Closed(CloseReason::RoomClosed)
+    );
+    assert_eq!(store.counts().await.unwrap().waiting, 0);
+}
+
+async fn absent_users_are_dropped_from_the_line(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 0,
+            ..config()
+        },
+    )
+    .await;
+    join(store, "gone", T0).await;
+    join(store, "here", T0).await;
+    join(store, "polling", T0).await;
+    store.touch(&["sid-here".into()], T0 + MIN).await.unwrap();
+    store.session("sid-polling", Some(T0 + MIN)).await.unwrap();
+    assert_eq!(store.tick(T0 + 2 * MIN, 0).await.unwrap().abandoned, 0);
+    let report = store.tick(T0 + 2 * MIN + 1, 0).await.unwrap();
+    assert_eq!(report.abandoned, 1);
+    assert_eq!(
+        state(store, "gone").await,
+        SessionState::Closed(CloseReason::Abandoned)
+    );
+    assert_eq!(
+        store.session("sid-polling", None).await.unwrap().position,
+        Some(2)
+    );
+}
+
+async fn the_change_stream_tells_every_change_in_order(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 1,
+            ..config()
+        },
+    )
+    .await;
+    let start = store.snapshot().await.unwrap();
+    join(store, "a", T0).await;
+    join(store, "b", T0).await;
+    store.tick(T0, 0).await.unwrap();
+    store.leave("sid-b", T0).await.unwrap();
+    store.complete("sid-a", T0).await.unwrap();
+    let batch = store
+        .changes(&start.cursor, 100, std::time::Duration::from_millis(10))
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = batch.changes.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        seqs,
+        ((start.seq + 1)..=(start.seq + 6)).collect::<Vec<_>>()
+    );
+    let changes: Vec<Change> = batch.changes.into_iter().map(|(_, c)| c).collect();
+    assert_eq!(changes[0], Change::Joined { ticket: 1 });
+    assert_eq!(changes[2], Change::Opened);
+    assert_eq!(
+        changes[3],
+        Change::Admitted {
+            sid: "sid-a".into(),
+            user: "a".into(),
+            ticket: 1,
+            admitted_at: T0,
+            expires_at: T0 + 10 * MIN
+        }
+    );
+    assert_eq!(
+        changes[4],
+        Change::Dequeued {
+            sid: "sid-b".into(),
+            ticket: 2,
+            reason: CloseReason::Left
+        }
+    );
+    assert_eq!(
+        changes[5],
+        Change::Ended {
+            sid: "sid-a".into(),
+            reason: CloseReason::Completed
+        }
+    );
+    // Nothing more: a blocking read times out empty and keeps the cursor.
+    let idle = store
+        .changes(&batch.cursor, 100, std::time::Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(idle.changes.is_empty());
+    assert_eq!(idle.cursor, batch.cursor);
+}
+
+async fn a_blocked_reader_wakes_on_a_change(store: &dyn Store) {
+    configured(store, config()).await;
+    let cursor = store.snapshot().await.unwrap().cursor;
+    let (batch, _) = tokio::join!(
+        store.changes(&cursor, 10, std::time::Duration::from_secs(5)),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            join(store, "a", T0).await
+        }
+    );
+    assert_eq!(batch.unwrap().changes[0].1, Change::Joined { ticket: 1 });
+}
+
+async fn users_with_odd_names_are_kept_intact(store: &dyn Store) {
+    configured(store, config()).await;
+    let user = "o'neil|admin\n{x}\u{1F600}";
+    let view = store.join(user, "s1", T0).await.unwrap().view;
+    assert_eq!(view.session.user, user);
+    store.tick(T0, 0).await.unwrap();
+    assert_eq!(store.session("s1", None).await.unwrap().session.user, user);
+}
+
+fn add(total: &mut TickReport, report: &TickReport) {
+    total.admitted += report.admitted;
+    total.expired += report.expired;
+    total.abandoned += report.abandoned;
+    total.closed += report.closed;
+}
+
+/// The random runs must reach every kind of transition, or they prove little.
+fn assert_all_transitions(total: &TickReport) {
+    assert!(
+        total.admitted > 50 && total.expired > 0 && total.abandoned > 0 && total.closed > 0,
+        "{total:?}"
+    );
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(&super::MemoryStore::new()).await;
+            })*
+
+            /// Random operations, each checked against the reference model.
+            #[tokio::test]
+            async fn behaves_like_the_reference_model() {
+                let mut total = super::TickReport::default();
+                for seed in 0..12 {
+                    let report = super::model::run(&super::MemoryStore::new(), seed, 400).await;
+                    super::add(&mut total, &report);
+                }
+                super::assert_all_transitions(&total);
+            }
+        }
+        mod redis_store {
+            $(#[tokio::test]
+            async fn $name() {
+                let server = super::RedisServer::start();
+                let store = super::RedisStore::connect(&server.url(), "room-1").await.unwrap();
+                super::$name(&store).await;
+            })*
+
+            #[tokio::test]
+            async fn behaves_like_the_reference_model() {
+                let server = super::RedisServer::start();
+                let mut total = super::TickReport::default();
+                for seed in 0..12 {
+                    let room = format!("model-{seed}");
+                    let store = super::RedisStore::connect(&server.url(), &room).await.unwrap();
+                    super::add(&mut total, &super::model::run(&store, seed, 400).await);
+                }
+                super::assert_all_transitions(&total);
+            }
+        }
+    };
+}
+
+conformance!(
+    unconfigured_room_refuses_joins,
+    configuration_round_trips,
+    join_is_idempotent_and_positions_are_exact,
+    admission_follows_tickets_and_never_exceeds_capacity,
+    completing_frees_the_slot_at_once,
+    sessions_expire_after_their_duration,
+    leaving_works_while_waiting_and_while_active,
+    pause_stops_admissions_and_keeps_the_line,
+    admission_rate_is_never_exceeded,
+    pre_queue_waits_until_opening,
+    random_room_shuffles_the_pre_queue_once,
+    passthrough_admits_at_once,
+    reject_refuses_joins_but_keeps_sessions,
+    closing_refuses_joins_and_closes_the_line,
+    absent_users_are_dropped_from_the_line,
+    the_change_stream_tells_every_change_in_order,
+    a_blocked_reader_wakes_on_a_change,
+    users_with_odd_names_are_kept_intact,
+);

@@ -1,0 +1,105 @@
+-- One dispatcher step. ARGV: now seed
+-- Returns { 'ok', admitted, expired, abandoned, closed, more }
+local now, seed = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cfg = load_config()
+if not cfg then return { 'not_configured' } end
+local admitted, expired, abandoned, closed, more = 0, 0, 0, 0, 0
+
+-- Sessions whose time ran out free their slots.
+local due = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, BATCH)
+if #due == BATCH then more = 1 end
+for _, sid in ipairs(due) do
+  end_active(load_session(sid), 'expired', now)
+  expired = expired + 1
+end
+
+-- Waiting users unseen for the abandon timeout leave the line.
+local gone = redis.call('ZRANGEBYSCORE', K_SEEN, '-inf', '(' .. int(now - cfg.abandon_ms), 'LIMIT', 0, BATCH)
+if #gone == BATCH then more = 1 end
+for _, sid in ipairs(gone) do
+  remove_waiting(load_session(sid), 'abandoned', now)
+  abandoned = abandoned + 1
+end
+
+-- Closed sessions are remembered for a while, then forgotten.
+local old = redis.call('ZRANGEBYSCORE', K_CLOSED, '-inf', now - CLOSED_RETENTION_MS, 'LIMIT', 0, BATCH)
+for _, sid in ipairs(old) do
+  redis.call('HDEL', K_SESSIONS, sid)
+  redis.call('ZREM', K_CLOSED, sid)
+end
+
+-- After closing time the rest of the line is told the room closed.
+if cfg.closes_at > 0 and now >= cfg.closes_at then
+  local rest = redis.call('ZRANGE', K_WAITING, 0, BATCH - 1)
+  if #rest == BATCH then more = 1 end
+  for _, sid in ipairs(rest) do
+    remove_waiting(load_session(sid), 'room_closed', now)
+    closed = closed + 1
+  end
+  return { 'ok', admitted, expired, abandoned, closed, more }
+end
+if cfg.opens_at > 0 and now < cfg.opens_at then
+  return { 'ok', admitted, expired, abandoned, closed, more }
+end
+
+-- Opening: a Random room deals the pre-queue's tickets out again, once.
+if redis.call('HGET', K_META, 'opened') ~= '1' then
+  redis.call('HSET', K_META, 'opened', '1')
+  if cfg.mode == 'Random' then
+    local flat = redis.call('ZRANGE', K_WAITING, 0, -1, 'WITHSCORES')
+    local sids, tickets = {}, {}
+    for i = 1, #flat, 2 do
+      sids[#sids + 1] = flat[i]
+      tickets[#tickets + 1] = tonumber(flat[i + 1])
+    end
+    -- Park-Miller generator and Fisher-Yates, exactly as queue/shuffle.rs.
+    local x = seed % 2147483647
+    if x == 0 then x = 1 end
+    for i = #sids, 2, -1 do
+      x = (x * 48271) % 2147483647
+      local j = (x % i) + 1
+      sids[i], sids[j] = sids[j], sids[i]
+    end
+    for i = 1, #sids do
+      redis.call('ZADD', K_WAITING, tickets[i], sids[i])
+      local s = load_session(sids[i])
+      s.ticket = tickets[i]
+      save_session(s)
+    end
+  end
+  emit('o')
+end
+if cfg.paused then return { 'ok', admitted, expired, abandoned, closed, more } end
+
+-- Admission budget: free slots, the rate window and a token bucket that
+-- spreads a minute's rate evenly (one second's worth of burst).
+local budget = BATCH
+local tokens = nil
+if cfg.mode ~= 'Passthrough' then
+  budget = math.min(budget, cfg.capacity - redis.call('ZCARD', K_ACTIVE))
+  if cfg.rate > 0 then
+    redis.call('ZREMRANGEBYSCORE', K_ADMITS, '-inf', now - RATE_WINDOW_MS)
+    budget = math.min(budget, cfg.rate - redis.call('ZCARD', K_ADMITS))
+    local burst = math.max(1, math.ceil(cfg.rate / 60))
+    tokens = burst
+    local at = tonumber(redis.call('HGET', K_META, 'tokens_at') or '')
+    if at then
+      tokens = math.min(burst, tonumber(redis.call('HGET', K_META, 'tokens')) + math.max(0, now - at) * cfg.rate / 60000)
+    end
+    budget = math.min(budget, math.floor(tokens))
+  end
+end
+if budget > 0 then
+  local front = redis.call('ZPOPMIN', K_WAITING, budget)
+  for i = 1, #front, 2 do
+    local s = load_session(front[i])
+    redis.call('ZREM', K_SEEN, s.sid)
+    admit(s, cfg, now)
+    admitted = admitted + 1
+  end
+  if admitted == BATCH then more = 1 end
+end
+if tokens then
+  redis.call('HSET', K_META, 'tokens', string.format('%.17g', tokens - admitted), 'tokens_at', int(now))
+end
+return { 'ok', admitted, expired, abandoned, closed, more }

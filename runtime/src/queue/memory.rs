@@ -1,0 +1,457 @@
+//! The in-memory store: the same semantics as the Redis scripts, in one
+//! process. Used by `usher demo` and the fast tests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::shuffle::shuffle;
+use super::*;
+
+/// Changes kept for readers; older ones are trimmed like the Redis stream.
+const CHANGE_LOG_LEN: usize = 100_000;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    room: Mutex<Room>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Room {
+    config: Option<RoomConfig>,
+    next_ticket: u64,
+    admitted_total: u64,
+    opened: bool,
+    /// Token bucket smoothing admissions when a rate is set.
+    tokens: f64,
+    tokens_at: Option<Millis>,
+    users: HashMap<String, String>,
+    sessions: HashMap<String, Session>,
+    waiting: BTreeMap<u64, String>,
+    /// (expires_at, sid)
+    active: BTreeSet<(Millis, String)>,
+    /// sid -> last seen, for waiting sessions.
+    seen: HashMap<String, Millis>,
+    /// Admission instants inside the rate window.
+    admits: VecDeque<Millis>,
+    /// (ended_at, sid), to forget old closed sessions.
+    closed: BTreeSet<(Millis, String)>,
+    change_seq: u64,
+    log: VecDeque<(u64, Change)>,
+    brokers: HashMap<String, (u64, Millis)>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_room<T>(&self, f: impl FnOnce(&mut Room) -> T) -> T {
+        let mut room = self
+            .room
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = room.change_seq;
+        let out = f(&mut room);
+        let changed = room.change_seq != before;
+        drop(room);
+        if changed {
+            self.changed.notify_waiters();
+        }
+        out
+    }
+
+    /// How many brokers reported, and their connection total (for tests and demo).
+    pub fn broker_reports(&self) -> Vec<(String, u64)> {
+        self.with_room(|r| r.brokers.iter().map(|(k, v)| (k.clone(), v.0)).collect())
+    }
+}
+
+impl Room {
+    fn emit(&mut self, change: Change) {
+        self.change_seq += 1;
+        self.log.push_back((self.change_seq, change));
+        if self.log.len() > CHANGE_LOG_LEN {
+            self.log.pop_front();
+        }
+    }
+
+    fn config(&self) -> Result<RoomConfig> {
+        self.config.clone().ok_or(QueueError::NotConfigured)
+    }
+
+    fn view(&self, sid: &str) -> Result<SessionView> {
+        let session = self.sessions.get(sid).ok_or(QueueError::UnknownSession)?;
+        let position = match session.state {
+            SessionState::Waiting => Some(self.waiting.range(..session.ticket).count() as u64 + 1),
+            _ => None,
+        };
+        Ok(SessionView {
+            session: session.clone(),
+            position,
+            waiting: self.waiting.len() as u64,
+        })
+    }
+
+    fn close(&mut self, sid: &str, reason: CloseReason, now: Millis) {
+        let Some(session) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        session.state = SessionState::Closed(reason);
+        if self.users.get(&session.user).map(String::as_str) == Some(sid) {
+            self.users.remove(&session.user);
+        }
+        self.closed.insert((now, sid.to_owned()));
+    }
+
+    fn remove_waiting(&mut self, sid: &str, reason: CloseReason, now: Millis) {
+        let ticket = self.sessions[sid].ticket;
+        self.waiting.remove(&ticket);
+        self.seen.remove(sid);
+        self.close(sid, reason, now);
+        self.emit(Change::Dequeued {
+            sid: sid.to_owned(),
+            ticket,
+            reason,
+        });
+    }
+
+    fn end_active(&mut self, sid: &str, expires_at: Millis, reason: CloseReason, now: Millis) {
+        self.active.remove(&(expires_at, sid.to_owned()));
+        self.close(sid, reason, now);
+        self.emit(Change::Ended {
+            sid: sid.to_owned(),
+            reason,
+        });
+    }
+
+    fn admit(&mut self, sid: &str, config: &RoomConfig, now: Millis) {
+        let expires_at = now + config.session_duration_ms;
+        let Some(session) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        session.state = SessionState::Active {
+            admitted_at: now,
+            expires_at,
+        };
+        let (user, ticket) = (session.user.clone(), session.ticket);
+        self.active.insert((expires_at, sid.to_owned()));
+        if config.admission_rate.is_some() {
+            self.admits.push_back(now);
+        }
+        self.admitted_total += 1;
+        self.emit(Change::Admitted {
+            sid: sid.to_owned(),
+            user,
+            ticket,
+            admitted_at: now,
+            expires_at,
+        });
+    }
+
+    /// How many sessions the capacity, the rate window and the token bucket
+    /// allow to be admitted now.
+    fn admission_budget(&mut self, config: &RoomConfig, now: Millis) -> u64 {
+        if config.queueing == Queueing::Passthrough {
+            return TICK_BATCH as u64;
+        }
+        let mut budget = config.capacity.saturating_sub(self.active.len() as u64);
+        if let Some(rate) = config.admission_rate {
+            while self
+                .admits
+                .front()
+                .is_some_and(|&t| t <= now - RATE_WINDOW_MS)
+            {
+                self.admits.pop_front();
+            }
+            budget = budget.min(rate.saturating_sub(self.admits.len() as u64));
+            let burst = rate.div_ceil(60).max(1) as f64;
+            let tokens = match self.tokens_at {
+                None => burst,
+                Some(at) => {
+                    (self.tokens + (now - at).max(0) as f64 * rate as f64 / 60_000.0).min(burst)
+                }
+            };
+            self.tokens = tokens;
+            self.tokens_at = Some(now);
+            budget = budget.min(tokens.floor() as u64);
+        }
+        budget.min(TICK_BATCH as u64)
+    }
+
+    fn tick(&mut self, now: Millis, seed: u64) -> Result<TickReport> {
+        let config = self.config()?;
+        let mut report = TickReport::default();
+
+        let expired: Vec<_> = self
+            .active
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(TICK_BATCH)
+            .cloned()
+            .collect();
+        report.more |= expired.len() == TICK_BATCH;
+        for (at, sid) in expired {
+            self.end_active(&sid, at, CloseReason::Expired, now);
+            report.expired += 1;
+        }
+
+        let cutoff = now - config.abandon_timeout_ms;
+        let mut abandoned: Vec<_> = self
+            .seen
+            .iter()
+            .filter(|(_, at)| **at < cutoff)
+            .map(|(sid, at)| (*at, sid.clone()))
+            .collect();
+        abandoned.sort();
+        abandoned.truncate(TICK_BATCH);
+        report.more |= abandoned.len() == TICK_BATCH;
+        for (_, sid) in abandoned {
+            self.remove_waiting(&sid, CloseReason::Abandoned, now);
+            report.abandoned += 1;
+        }
+
+        let forget: Vec<_> = self
+            .closed
+            .iter()
+            .take_while(|(at, _)| *at <= now - CLOSED_RECORD_RETENTION_MS)
+            .take(TICK_BATCH)
+            .cloned()
+            .collect();
+        for entry in forget {
+            self.closed.remove(&entry);
+            self.sessions.remove(&entry.1);
+        }
+
+        if config.closes_at.is_some_and(|at| now >= at) {
+            let closing: Vec<_> = self.waiting.values().take(TICK_BATCH).cloned().collect();
+            report.more |= closing.len() == TICK_BATCH;
+            for sid in closing {
+                self.remove_waiting(&sid, CloseReason::RoomClosed, now);
+                report.closed += 1;
+            }
+            return Ok(report);
+        }
+        if config.opens_at.is_some_and(|at| now < at) {
+            return Ok(report);
+        }
+        if !self.opened {
+            self.opened = true;
+            if config.queueing == Queueing::Random {
+                self.shuffle_line(seed);
+            }
+            self.emit(Change::Opened);
+        }
+        if config.paused {
+            return Ok(report);
+        }
+
+        let budget = self.admission_budget(&config, now);
+        let admitting: Vec<_> = self
+            .waiting
+            .values()
+            .take(budget as usize)
+            .cloned()
+            .collect();
+        for sid in &admitting {
+            let ticket = self.sessions[sid].ticket;
+            self.waiting.remove(&ticket);
+            self.seen.remove(sid);
+            self.admit(sid, &config, now);
+        }
+        report.admitted = admitting.len() as u64;
+        if config.admission_rate.is_some() {
+            self.tokens -= report.admitted as f64;
+        }
+        report.more |= report.admitted == TICK_BATCH as u64;
+        Ok(report)
+    }
+
+    /// Deals the line's tickets out again in a random order.
+    fn shuffle_line(&mut self, seed: u64) {
+        let tickets: Vec<u64> = self.waiting.keys().copied().collect();
+        let mut sids: Vec<String> = self.waiting.values().cloned().collect();
+        shuffle(&mut sids, seed);
+        self.waiting.clear();
+        for (ticket, sid) in tickets.into_iter().zip(sids) {
+            if let Some(session) = self.sessions.get_mut(&sid) {
+                session.ticket = ticket;
+            }
+            self.waiting.insert(ticket, sid);
+        }
+    }
+
+    fn join(&mut self, user: &str, new_sid: &str, now: Millis) -> Result<JoinOutcome> {
+        let config = self.config()?;
+        if let Some(sid) = self.users.get(user).cloned() {
+            if let Some(seen) = self.seen.get_mut(&sid) {
+                *seen = (*seen).max(now);
+            }
+            return Ok(JoinOutcome {
+                view: self.view(&sid)?,
+                created: false,
+            });
+        }
+        if config.queueing == Queueing::Reject {
+            return Err(QueueError::Rejected);
+        }
+        if config.closes_at.is_some_and(|at| now >= at) {
+            return Err(QueueError::RoomClosed);
+        }
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        self.users.insert(user.to_owned(), new_sid.to_owned());
+        self.sessions.insert(
+            new_sid.to_owned(),
+            Session {
+                id: new_sid.to_owned(),
+                user: user.to_owned(),
+                ticket,
+                state: SessionState::Waiting,
+            },
+        );
+        if config.queueing == Queueing::Passthrough {
+            self.admit(new_sid, &config, now);
+        } else {
+            self.waiting.insert(ticket, new_sid.to_owned());
+            self.seen.insert(new_sid.to_owned(), now);
+            self.emit(Change::Joined { ticket });
+        }
+        Ok(JoinOutcome {
+            view: self.view(new_sid)?,
+            created: true,
+        })
+    }
+
+    fn leave(&mut self, sid: &str, now: Millis) -> Result<SessionView> {
+        let session = self.sessions.get(sid).ok_or(QueueError::UnknownSession)?;
+        match session.state {
+            SessionState::Waiting => self.remove_waiting(sid, CloseReason::Left, now),
+            SessionState::Active { expires_at, .. } => {
+                self.end_active(sid, expires_at, CloseReason::Left, now)
+            }
+            SessionState::Closed(_) => {}
+        }
+        self.view(sid)
+    }
+
+    fn complete(&mut self, sid: &str, now: Millis) -> Result<SessionView> {
+        let session = self.sessions.get(sid).ok_or(QueueError::UnknownSession)?;
+        match session.state {
+            SessionState::Active { expires_at, .. } => {
+                self.end_active(sid, expires_at, CloseReason::Completed, now)
+            }
+            SessionState::Closed(CloseReason::Completed) => {}
+            _ => return Err(QueueError::NotActive),
+        }
+        self.view(sid)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn configure(&self, config: &RoomConfig) -> Result<()> {
+        self.with_room(|r| {
+            r.config = Some(config.clone());
+            r.emit(Change::Reconfigured);
+        });
+        Ok(())
+    }
+
+    async fn config(&self) -> Result<Option<RoomConfig>> {
+        Ok(self.with_room(|r| r.config.clone()))
+    }
+
+    async fn join(&self, user: &str, new_sid: &str, now: Millis) -> Result<JoinOutcome> {
+        self.with_room(|r| r.join(user, new_sid, now))
+    }
+
+    async fn session(&self, sid: &str, touch: Option<Millis>) -> Result<SessionView> {
+        self.with_room(|r| {
+            if let (Some(now), Some(seen)) = (touch, r.seen.get_mut(sid)) {
+                *seen = (*seen).max(now);
+            }
+            r.view(sid)
+        })
+    }
+
+    async fn leave(&self, sid: &str, now: Millis) -> Result<SessionView> {
+        self.with_room(|r| r.leave(sid, now))
+    }
+
+    async fn complete(&self, sid: &str, now: Millis) -> Result<SessionView> {
+        self.with_room(|r| r.complete(sid, now))
+    }
+
+    async fn touch(&self, sids: &[String], now: Millis) -> Result<()> {
+        self.with_room(|r| {
+            for sid in sids {
+                if let Some(seen) = r.seen.get_mut(sid) {
+                    *seen = (*seen).max(now);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn tick(&self, now: Millis, seed: u64) -> Result<TickReport> {
+        self.with_room(|r| r.tick(now, seed))
+    }
+
+    async fn counts(&self) -> Result<RoomCounts> {
+        Ok(self.with_room(|r| RoomCounts {
+            waiting: r.waiting.len() as u64,
+            active: r.active.len() as u64,
+            admitted_total: r.admitted_total,
+            opened: r.opened,
+        }))
+    }
+
+    async fn snapshot(&self) -> Result<LineSnapshot> {
+        Ok(self.with_room(|r| LineSnapshot {
+            cursor: r.change_seq.to_string(),
+            seq: r.change_seq,
+            waiting: r.waiting.iter().map(|(t, s)| (s.clone(), *t)).collect(),
+        }))
+    }
+
+    async fn changes(&self, cursor: &str, max: usize, block: Duration) -> Result<ChangeBatch> {
+        let after: u64 = cursor
+            .parse()
+            .map_err(|_| QueueError::Malformed(format!("bad cursor {cursor:?}")))?;
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let notified = self.changed.notified();
+            let batch = self.with_room(|r| {
+                // Sequence numbers in the log are consecutive.
+                let first = r.log.front().map_or(after + 1, |(seq, _)| *seq);
+                let skip = (after + 1).saturating_sub(first) as usize;
+                let changes: Vec<_> = r.log.iter().skip(skip).take(max).cloned().collect();
+                let cursor = changes.last().map_or(after, |(seq, _)| *seq);
+                ChangeBatch {
+                    cursor: cursor.to_string(),
+                    changes,
+                }
+            });
+            if !batch.changes.is_empty() {
+                return Ok(batch);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    async fn report_broker(&self, broker_id: &str, connected: u64, now: Millis) -> Result<()> {
+        self.with_room(|r| r.brokers.insert(broker_id.to_owned(), (connected, now)));
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,299 @@
+//! The queue engine: one waiting room's line, its active set and its change
+//! stream, behind the [`Store`] trait.
+//!
+//! Two stores implement the trait with the same semantics (checked by one
+//! conformance suite): [`RedisStore`], where every state change is one atomic
+//! Lua script, and [`MemoryStore`], used by `usher demo` and fast tests.
+//! Time is always passed in by the caller (`now`, Unix milliseconds), so the
+//! semantics are deterministic and testable.
+
+mod memory;
+mod redis_store;
+mod shuffle;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use self::memory::MemoryStore;
+pub use self::redis_store::{RedisStore, room_key_prefix};
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// How long a closed session's record is kept (for late `closed` answers).
+pub const CLOSED_RECORD_RETENTION_MS: Millis = 3_600_000;
+/// The most sessions one dispatcher tick changes in each of its steps.
+pub const TICK_BATCH: usize = 1000;
+/// The sliding window `admissionRate` is measured over.
+pub const RATE_WINDOW_MS: Millis = 60_000;
+
+/// How joins are ordered and admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Queueing {
+    /// First come, first served by ticket.
+    #[serde(rename = "FIFO")]
+    Fifo,
+    /// The pre-queue (joins before `opensAt`) is shuffled once at opening; FIFO after.
+    Random,
+    /// No line: every join is admitted at once, capacity and rate are not applied.
+    Passthrough,
+    /// New joins are refused; the existing line still drains.
+    Reject,
+}
+
+impl Queueing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Queueing::Fifo => "FIFO",
+            Queueing::Random => "Random",
+            Queueing::Passthrough => "Passthrough",
+            Queueing::Reject => "Reject",
+        }
+    }
+}
+
+impl std::str::FromStr for Queueing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "fifo" => Ok(Queueing::Fifo),
+            "random" => Ok(Queueing::Random),
+            "passthrough" => Ok(Queueing::Passthrough),
+            "reject" => Ok(Queueing::Reject),
+            _ => Err(format!(
+                "unknown queueing mode {s:?} (expected FIFO, Random, Passthrough or Reject)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Queueing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A room's rules, shared by every broker and dispatcher through the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomConfig {
+    /// Most sessions active at once.
+    pub capacity: u64,
+    /// Most admissions in any 60 s window; `None` = bounded by capacity only.
+    pub admission_rate: Option<u64>,
+    /// How long an admitted session keeps its slot.
+    pub session_duration_ms: Millis,
+    pub queueing: Queueing,
+    /// Before this instant joins wait in a pre-queue and nobody is admitted.
+    pub opens_at: Option<Millis>,
+    /// From this instant joins are refused and the remaining line is closed.
+    pub closes_at: Option<Millis>,
+    /// Stops admissions, keeps the line.
+    pub paused: bool,
+    /// A waiting session unseen (no stream, no poll) this long is dropped.
+    pub abandon_timeout_ms: Millis,
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    Left,
+    Completed,
+    Expired,
+    Abandoned,
+    RoomClosed,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Left => "left",
+            CloseReason::Completed => "completed",
+            CloseReason::Expired => "expired",
+            CloseReason::Abandoned => "abandoned",
+            CloseReason::RoomClosed => "room_closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "left" => CloseReason::Left,
+            "completed" => CloseReason::Completed,
+            "expired" => CloseReason::Expired,
+            "abandoned" => CloseReason::Abandoned,
+            "room_closed" => CloseReason::RoomClosed,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    Waiting,
+    /// Admitted: holds a slot from `admitted_at` until `expires_at`.
+    Active {
+        admitted_at: Millis,
+        expires_at: Millis,
+    },
+    Closed(CloseReason),
+}
+
+/// One user's place in one room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub user: String,
+    /// Order key: lower tickets are admitted first.
+    pub ticket: u64,
+    pub state: SessionState,
+}
+
+/// A session together with where it stands in the line right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    pub session: Session,
+    /// 1 + waiting sessions with an earlier ticket; `None` unless waiting.
+    pub position: Option<u64>,
+    /// Sessions waiting in the room.
+    pub waiting: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinOutcome {
+    pub view: SessionView,
+    /// False when the user already had a live session (idempotent join).
+    pub created: bool,
+}
+
+/// What one dispatcher tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub admitted: u64,
+    pub expired: u64,
+    pub abandoned: u64,
+    pub closed: u64,
+    /// A step hit [`TICK_BATCH`]: call again without waiting.
+    pub more: bool,
+}
+
+/// Counters of a room, for stats and the operator's status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomCounts {
+    pub waiting: u64,
+    pub active: u64,
+    pub admitted_total: u64,
+    /// The room has passed its opening (admissions may run).
+    pub opened: bool,
+}
+
+/// One entry of a room's change stream, in the order the store applied them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Joined {
+        ticket: u64,
+    },
+    Admitted {
+        sid: String,
+        user: String,
+        ticket: u64,
+        admitted_at: Millis,
+        expires_at: Millis,
+    },
+    /// A waiting session left the line without being admitted.
+    Dequeued {
+        sid: String,
+        ticket: u64,
+        reason: CloseReason,
+    },
+    /// An active session ended; its slot is free.
+    Ended {
+        sid: String,
+        reason: CloseReason,
+    },
+    /// The room opened; tickets may have been reordered (Random): resync.
+    Opened,
+    /// The room's configuration was replaced.
+    Reconfigured,
+}
+
+/// Changes after a cursor. `seq` numbers are consecutive; a jump means the
+/// reader missed entries (the stream is trimmed) and must resync.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeBatch {
+    pub cursor: String,
+    pub changes: Vec<(u64, Change)>,
+}
+
+/// A consistent picture of the line, for a reader (re)starting to follow it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LineSnapshot {
+    /// Read changes after this cursor.
+    pub cursor: String,
+    /// The sequence number of the last change included.
+    pub seq: u64,
+    /// Every waiting session as (session id, ticket), in ticket order.
+    pub waiting: Vec<(String, u64)>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum QueueError {
+    #[error("the room is not configured yet")]
+    NotConfigured,
+    #[error("this room is not accepting new visitors")]
+    Rejected,
+    #[error("the room is closed")]
+    RoomClosed,
+    #[error("no such session")]
+    UnknownSession,
+    #[error("the session is not active")]
+    NotActive,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store returned malformed data: {0}")]
+    Malformed(String),
+}
+
+pub type Result<T, E = QueueError> = std::result::Result<T, E>;
+
+/// One room's queue, shared by any number of brokers and dispatchers.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Replaces the room's configuration.
+    async fn configure(&self, config: &RoomConfig) -> Result<()>;
+    /// The room's configuration, if it has one.
+    async fn config(&self) -> Result<Option<RoomConfig>>;
+    /// Joins `user`, idempotently: a user with a live session gets it back.
+    /// `new_sid` is the id used if a session is created.
+    async fn join(&self, user: &str, new_sid: &str, now: Millis) -> Result<JoinOutcome>;
+    /// Reads a session; with `touch`, also records the user as present.
+    async fn session(&self, sid: &str, touch: Option<Millis>) -> Result<SessionView>;
+    /// Leaves the line or gives up the slot. Leaving twice is harmless.
+    async fn leave(&self, sid: &str, now: Millis) -> Result<SessionView>;
+    /// Ends an active session (checkout done). Completing twice is harmless.
+    async fn complete(&self, sid: &str, now: Millis) -> Result<SessionView>;
+    /// Records that the users of these waiting sessions are still there.
+    async fn touch(&self, sids: &[String], now: Millis) -> Result<()>;
+    /// One dispatcher step: expire, drop abandoned, open, close, admit.
+    /// `seed` drives the one-time shuffle of Random rooms.
+    async fn tick(&self, now: Millis, seed: u64) -> Result<TickReport>;
+    async fn counts(&self) -> Result<RoomCounts>;
+    async fn snapshot(&self) -> Result<LineSnapshot>;
+    /// Changes after `cursor`, waiting up to `block` for the first one.
+    async fn changes(
+        &self,
+        cursor: &str,
+        max: usize,
+        block: std::time::Duration,
+    ) -> Result<ChangeBatch>;
+    /// Records how many streams a broker holds (read by the operator to scale).
+    async fn report_broker(&self, broker_id: &str, connected: u64, now: Millis) -> Result<()>;
+    /// Checks the store answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod conformance;

@@ -1,0 +1,385 @@
+//! The Redis store: every state change is one Lua script over the room's
+//! keys, all under the `{room}` hash tag; brokers and dispatchers follow the
+//! room's change stream with XREAD.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamReadReply;
+use redis::{FromRedisValue, Script, Value};
+
+use super::*;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+/// Waiting on the change stream never blocks longer than this.
+pub const MAX_BLOCK: Duration = Duration::from_secs(10);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The keys every script receives, in the order `lua/common.lua` names them.
+const SCRIPT_KEYS: [&str; 10] = [
+    "cfg", "meta", "users", "sessions", "waiting", "active", "seen", "admits", "closed", "events",
+];
+
+struct Scripts {
+    configure: Script,
+    join: Script,
+    session: Script,
+    leave: Script,
+    complete: Script,
+    tick: Script,
+    counts: Script,
+    snapshot: Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Scripts {
+            configure: with_common(include_str!("lua/configure.lua")),
+            join: with_common(include_str!("lua/join.lua")),
+            session: with_common(include_str!("lua/session.lua")),
+            leave: with_common(include_str!("lua/leave.lua")),
+            complete: with_common(include_str!("lua/complete.lua")),
+            tick: with_common(include_str!("lua/tick.lua")),
+            counts: with_common(include_str!("lua/counts.lua")),
+            snapshot: with_common(include_str!("lua/snapshot.lua")),
+        }
+    }
+}
+
+pub struct RedisStore {
+    /// Shared, multiplexed connection for scripts and short commands.
+    conn: ConnectionManager,
+    /// A connection of its own for XREAD BLOCK, which would stall the shared one.
+    follow_conn: ConnectionManager,
+    keys: Vec<String>,
+    brokers_key: String,
+    scripts: Scripts,
+}
+
+/// The key prefix of a room; `{room}` is the Redis Cluster hash tag.
+pub fn room_key_prefix(room: &str) -> String {
+    format!("usher:{{{room}}}:")
+}
+
+fn unavailable(e: redis::RedisError) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+fn malformed(what: impl std::fmt::Display) -> QueueError {
+    QueueError::Malformed(what.to_string())
+}
+
+fn field<T: FromRedisValue>(reply: &[Value], i: usize) -> Result<T> {
+    let value = reply
+        .get(i)
+        .ok_or_else(|| malformed(format!("reply too short at {i}")))?;
+    T::from_redis_value_ref(value).map_err(|e| malformed(format!("field {i}: {e}")))
+}
+
+/// Maps a script's first reply element (`ok` or an error code) to a result.
+fn check_status(reply: &[Value]) -> Result<()> {
+    let status: String = field(reply, 0)?;
+    match status.as_str() {
+        "ok" => Ok(()),
+        "not_configured" => Err(QueueError::NotConfigured),
+        "rejected" => Err(QueueError::Rejected),
+        "room_closed" => Err(QueueError::RoomClosed),
+        "unknown_session" => Err(QueueError::UnknownSession),
+        "not_active" => Err(QueueError::NotActive),
+        other => Err(malformed(format!("unknown status {other:?}"))),
+    }
+}
+
+/// Decodes `session_reply` from `lua/common.lua`.
+fn decode_session(reply: &[Value]) -> Result<SessionView> {
+    check_status(reply)?;
+    let state: String = field(reply, 2)?;
+    let admitted_at: Millis = field(reply, 4)?;
+    let expires_at: Millis = field(reply, 5)?;
+    let reason: String = field(reply, 6)?;
+    let state = match state.as_str() {
+        "w" => SessionState::Waiting,
+        "a" => SessionState::Active {
+            admitted_at,
+            expires_at,
+        },
+        "c" => SessionState::Closed(
+            CloseReason::parse(&reason).ok_or_else(|| malformed(format!("reason {reason:?}")))?,
+        ),
+        other => return Err(malformed(format!("state {other:?}"))),
+    };
+    let position: u64 = field(reply, 8)?;
+    Ok(SessionView {
+        session: Session {
+            id: field(reply, 1)?,
+            user: field(reply, 7)?,
+            ticket: field(reply, 3)?,
+            state,
+        },
+        position: (position > 0).then_some(position),
+        waiting: field(reply, 9)?,
+    })
+}
+
+fn decode_change(fields: &std::collections::HashMap<String, Value>) -> Result<(u64, Change)> {
+    let get = |name: &str| -> Result<String> {
+        let value = fields
+            .get(name)
+            .ok_or_else(|| malformed(format!("change lacks {name}")))?;
+        String::from_redis_value_ref(value).map_err(|e| malformed(e))
+    };
+    let num = |name: &str| -> Result<i64> {
+        get(name)?
+            .parse()
+            .map_err(|e| malformed(format!("{name}: {e}")))
+    };
+    let reason = |name: &str| -> Result<CloseReason> {
+        let r = get(name)?;
+        CloseReason::parse(&r).ok_or_else(|| malformed(format!("reason {r:?}")))
+    };
+    let seq = num("n")? as u64;
+    let change = match get("k")?.as_str() {
+        "j" => Change::Joined {
+            ticket: num("t")? as u64,
+        },
+        "a" => Change::Admitted {
+            sid: get("s")?,
+            user: get("u")?,
+            ticket: num("t")? as u64,
+            admitted_at: num("aa")?,
+            expires_at: num("ex")?,
+        },
+        "d" => Change::Dequeued {
+            sid: get("s")?,
+            ticket: num("t")? as u64,
+            reason: reason("r")?,
+        },
+        "e" => Change::Ended {
+            sid: get("s")?,
+            reason: reason("r")?,
+        },
+        "o" => Change::Opened,
+        "c" => Change::Reconfigured,
+        other => return Err(malformed(format!("change kind {other:?}"))),
+    };
+    Ok((seq, change))
+}
+
+impl RedisStore {
+    /// Connects to `url` for `room` (the room id must already be validated).
+    pub async fn connect(url: &str, room: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = |response: Duration| {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                .set_response_timeout(Some(response))
+        };
+        let conn = client
+            .get_connection_manager_with_config(config(COMMAND_TIMEOUT))
+            .await
+            .map_err(unavailable)?;
+        let follow_conn = client
+            .get_connection_manager_with_config(config(MAX_BLOCK + COMMAND_TIMEOUT))
+            .await
+            .map_err(unavailable)?;
+        let prefix = room_key_prefix(room);
+        Ok(RedisStore {
+            conn,
+            follow_conn,
+            keys: SCRIPT_KEYS.iter().map(|k| format!("{prefix}{k}")).collect(),
+            brokers_key: format!("{prefix}brokers"),
+            scripts: Scripts::load(),
+        })
+    }
+
+    async fn run(&self, script: &Script, args: &[String]) -> Result<Vec<Value>> {
+        let mut invocation = script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    fn events_key(&self) -> &str {
+        &self.keys[9]
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn configure(&self, c: &RoomConfig) -> Result<()> {
+        let args = [
+            c.capacity.to_string(),
+            c.admission_rate.unwrap_or(0).to_string(),
+            c.session_duration_ms.to_string(),
+            c.queueing.as_str().to_owned(),
+            c.opens_at.unwrap_or(0).to_string(),
+            c.closes_at.unwrap_or(0).to_string(),
+            if c.paused { "1" } else { "0" }.to_owned(),
+            c.abandon_timeout_ms.to_string(),
+        ];
+        check_status(&self.run(&self.scripts.configure, &args).await?)
+    }
+
+    async fn config(&self) -> Result<Option<RoomConfig>> {
+        let map: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&self.keys[0])
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let num = |name: &str| -> Result<i64> {
+            map.get(name)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| malformed(format!("config field {name}")))
+        };
+        let optional = |v: i64| (v > 0).then_some(v);
+        Ok(Some(RoomConfig {
+            capacity: num("capacity")? as u64,
+            admission_rate: optional(num("rate")?).map(|r| r as u64),
+            session_duration_ms: num("session_ms")?,
+            queueing: map
+                .get("mode")
+                .and_then(|m| m.parse().ok())
+                .ok_or_else(|| malformed("config field mode"))?,
+            opens_at: optional(num("opens_at")?),
+            closes_at: optional(num("closes_at")?),
+            paused: num("paused")? == 1,
+            abandon_timeout_ms: num("abandon_ms")?,
+        }))
+    }
+
+    async fn join(&self, user: &str, new_sid: &str, now: Millis) -> Result<JoinOutcome> {
+        let args = [now.to_string(), user.to_owned(), new_sid.to_owned()];
+        let reply = self.run(&self.scripts.join, &args).await?;
+        let view = decode_session(&reply)?;
+        let created: i64 = field(&reply, 10)?;
+        Ok(JoinOutcome {
+            view,
+            created: created == 1,
+        })
+    }
+
+    async fn session(&self, sid: &str, touch: Option<Millis>) -> Result<SessionView> {
+        let args = [touch.unwrap_or(0).to_string(), sid.to_owned()];
+        decode_session(&self.run(&self.scripts.session, &args).await?)
+    }
+
+    async fn leave(&self, sid: &str, now: Millis) -> Result<SessionView> {
+        let args = [now.to_string(), sid.to_owned()];
+        decode_session(&self.run(&self.scripts.leave, &args).await?)
+    }
+
+    async fn complete(&self, sid: &str, now: Millis) -> Result<SessionView> {
+        let args = [now.to_string(), sid.to_owned()];
+        decode_session(&self.run(&self.scripts.complete, &args).await?)
+    }
+
+    async fn touch(&self, sids: &[String], now: Millis) -> Result<()> {
+        for chunk in sids.chunks(TICK_BATCH) {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(&self.keys[6]).arg("XX").arg("GT");
+            for sid in chunk {
+                cmd.arg(now).arg(sid);
+            }
+            let _: i64 = cmd
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn tick(&self, now: Millis, seed: u64) -> Result<TickReport> {
+        let reply = self
+            .run(&self.scripts.tick, &[now.to_string(), seed.to_string()])
+            .await?;
+        check_status(&reply)?;
+        Ok(TickReport {
+            admitted: field(&reply, 1)?,
+            expired: field(&reply, 2)?,
+            abandoned: field(&reply, 3)?,
+            closed: field(&reply, 4)?,
+            more: field::<i64>(&reply, 5)? == 1,
+        })
+    }
+
+    async fn counts(&self) -> Result<RoomCounts> {
+        let reply = self.run(&self.scripts.counts, &[]).await?;
+        Ok(RoomCounts {
+            waiting: field(&reply, 0)?,
+            active: field(&reply, 1)?,
+            admitted_total: field(&reply, 2)?,
+            opened: field::<i64>(&reply, 3)? == 1,
+        })
+    }
+
+    async fn snapshot(&self) -> Result<LineSnapshot> {
+        let reply = self.run(&self.scripts.snapshot, &[]).await?;
+        let mut waiting = Vec::with_capacity(reply.len().saturating_sub(2) / 2);
+        for i in (2..reply.len()).step_by(2) {
+            waiting.push((field(&reply, i)?, field(&reply, i + 1)?));
+        }
+        Ok(LineSnapshot {
+            cursor: field(&reply, 0)?,
+            seq: field(&reply, 1)?,
+            waiting,
+        })
+    }
+
+    async fn changes(&self, cursor: &str, max: usize, block: Duration) -> Result<ChangeBatch> {
+        let block = block.min(MAX_BLOCK);
+        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(max)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(self.events_key())
+            .arg(cursor)
+            .query_async(&mut self.follow_conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut batch = ChangeBatch {
+            cursor: cursor.to_owned(),
+            changes: Vec::new(),
+        };
+        for stream in reply.into_iter().flat_map(|r| r.keys) {
+            for entry in stream.ids {
+                batch.changes.push(decode_change(&entry.map)?);
+                batch.cursor = entry.id;
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn report_broker(&self, broker_id: &str, connected: u64, now: Millis) -> Result<()> {
+        let _: i64 = redis::cmd("HSET")
+            .arg(&self.brokers_key)
+            .arg(broker_id)
+            .arg(format!("{connected}:{now}"))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
