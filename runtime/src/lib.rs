@@ -1,5 +1,14 @@
 //! Usher's runtime: the queue engine and the processes built on it.
 
+pub mod auth;
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod dispatcher;
+pub mod metrics;
 pub mod queue;
+pub mod serve;
 #[doc(hidden)]
 pub mod testing;
+pub mod tokens;

@@ -297,3 +297,38 @@ pub trait Store: Send + Sync + 'static {
 
 #[cfg(test)]
 mod conformance;
+
+/// Where a room stands, as shown to users and platform teams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Phase {
+    /// Before `opensAt`: joins wait in the pre-queue.
+    Scheduled,
+    Open,
+    Paused,
+    /// After `closesAt`.
+    Closed,
+}
+
+impl RoomConfig {
+    pub fn phase(&self, now: Millis) -> Phase {
+        if self.closes_at.is_some_and(|at| now >= at) {
+            Phase::Closed
+        } else if self.opens_at.is_some_and(|at| now < at) {
+            Phase::Scheduled
+        } else if self.paused {
+            Phase::Paused
+        } else {
+            Phase::Open
+        }
+    }
+
+    /// Admissions per second the rules allow when the line is long: the
+    /// rate limit, or capacity turned over once per session duration.
+    pub fn nominal_admissions_per_second(&self) -> f64 {
+        let turnover = self.capacity as f64 / (self.session_duration_ms.max(1) as f64 / 1000.0);
+        match self.admission_rate {
+            Some(rate) => turnover.min(rate as f64 / 60.0),
+            None => turnover,
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Who is asking: users (a platform JWT, or an anonymous signed cookie) and
+//! the holders of a session (an HMAC session token bound to room and session).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::Sha256;
+
+/// The cookie that carries an anonymous user's id.
+pub const USER_COOKIE: &str = "usher_user";
+/// The cookie that carries a session token (EventSource cannot send headers).
+pub const SESSION_COOKIE: &str = "usher_session";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("an Authorization: Bearer token is required")]
+    MissingUserToken,
+    #[error("the user token is not valid: {0}")]
+    InvalidUserToken(String),
+    #[error("a session token is required (?token=, cookie or Authorization header)")]
+    MissingSessionToken,
+    #[error("the session token is not valid")]
+    InvalidSessionToken,
+    #[error("the session token belongs to another room")]
+    WrongRoom,
+    #[error("the session token belongs to another session")]
+    WrongSession,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("cannot read the user JWT key {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the user JWT key is not a valid {alg} public key: {source}")]
+    Key {
+        alg: &'static str,
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("jwt user auth needs a key (USHER_USER_JWT_KEY)")]
+    MissingKey,
+}
+
+/// A random URL-safe identifier with 128 bits of entropy.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn mac(secret: &[u8; 32], message: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(message);
+    mac
+}
+
+fn sign(secret: &[u8; 32], message: &str) -> String {
+    URL_SAFE_NO_PAD.encode(mac(secret, message.as_bytes()).finalize().into_bytes())
+}
+
+fn signature_matches(secret: &[u8; 32], message: &str, signature: &str) -> bool {
+    URL_SAFE_NO_PAD
+        .decode(signature)
+        .is_ok_and(|sig| mac(secret, message.as_bytes()).verify_slice(&sig).is_ok())
+}
+
+/// Session tokens `room.sid.mac`: proof of holding one session of one room.
+#[derive(Clone)]
+pub struct SessionTokens {
+    secret: [u8; 32],
+}
+
+impl SessionTokens {
+    pub fn new(secret: [u8; 32]) -> Self {
+        SessionTokens { secret }
+    }
+
+    pub fn issue(&self, room: &str, sid: &str) -> String {
+        let body = format!("{room}.{sid}");
+        let signature = sign(&self.secret, &body);
+        format!("{body}.{signature}")
+    }
+
+    /// Checks that `token` was issued for `sid` in `room`.
+    pub fn verify(&self, token: &str, room: &str, sid: &str) -> Result<(), AuthError> {
+        let mut parts = token.rsplitn(2, '.');
+        let (Some(signature), Some(body)) = (parts.next(), parts.next()) else {
+            return Err(AuthError::InvalidSessionToken);
+        };
+        if !signature_matches(&self.secret, body, signature) {
+            return Err(AuthError::InvalidSessionToken);
+        }
+        let (token_room, token_sid) = body.split_once('.').ok_or(AuthError::InvalidSessionToken)?;
+        if token_room != room {
+            return Err(AuthError::WrongRoom);
+        }
+        if token_sid != sid {
+            return Err(AuthError::WrongSession);
+        }
+        Ok(())
+    }
+}
+
+/// A user, and the cookie to set when the broker just made them up.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub set_cookie: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UserClaims {
+    sub: String,
+}
+
+/// How the broker tells users apart.
+pub enum UserAuth {
+    /// A signed cookie names the user; newcomers get one.
+    Anonymous { secret: [u8; 32] },
+    /// The platform's JWT (`Authorization: Bearer`) names the user in `sub`.
+    Jwt {
+        key: DecodingKey,
+        validation: Box<Validation>,
+    },
+}
+
+/// What `UserAuth::jwt` needs to know of the platform's tokens.
+pub struct JwtSettings<'a> {
+    /// HS256, RS256 or ES256.
+    pub algorithm: Algorithm,
+    /// HS256: the shared secret itself; RS256/ES256: a PEM public key file.
+    pub key: &'a str,
+    pub issuer: Option<&'a str>,
+    pub audience: Option<&'a str>,
+}
+
+impl UserAuth {
+    pub fn jwt(settings: &JwtSettings<'_>) -> Result<Self, AuthConfigError> {
+        if settings.key.is_empty() {
+            return Err(AuthConfigError::MissingKey);
+        }
+        let read = |path: &str| {
+            std::fs::read(path).map_err(|source| AuthConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let key = match settings.algorithm {
+            Algorithm::RS256 => {
+                DecodingKey::from_rsa_pem(&read(settings.key)?).map_err(|source| {
+                    AuthConfigError::Key {
+                        alg: "RS256",
+                        source,
+                    }
+                })?
+            }
+            Algorithm::ES256 => {
+                DecodingKey::from_ec_pem(&read(settings.key)?).map_err(|source| {
+                    AuthConfigError::Key {
+                        alg: "ES256",
+                        source,
+                    }
+                })?
+            }
+            _ => DecodingKey::from_secret(settings.key.as_bytes()),
+        };
+        let mut validation = Validation::new(settings.algorithm);
+        validation.leeway = 30;
+        match settings.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = settings.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        Ok(UserAuth::Jwt {
+            key,
+            validation: Box::new(validation),
+        })
+    }
+
+    /// Names the user behind a request from its Authorization header and cookies.
+    pub fn identify(
+        &self,
+        authorization: Option<&str>,
+        cookies: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        match self {
+            UserAuth::Anonymous { secret } => {
+                let known = cookie(cookies, USER_COOKIE).and_then(|value| {
+                    let (id, signature) = value.split_once('.')?;
+                    signature_matches(secret, id, signature).then(|| id.to_owned())
+                });
+                Ok(match known {
+                    Some(id) => Identity {
+                        user: format!("anon:{id}"),
+                        set_cookie: None,
+                    },
+                    None => {
+                        let id = random_id();
+                        let value = format!("{id}.{}", sign(secret, &id));
+                        Identity {
+                            user: format!("anon:{id}"),
+                            set_cookie: Some(format!(
+                                "{USER_COOKIE}={value}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax"
+                            )),
+                        }
+                    }
+                })
+            }
+            UserAuth::Jwt { key, validation } => {
+                let token = bearer(authorization).ok_or(AuthError::MissingUserToken)?;
+                let data = jsonwebtoken::decode::<UserClaims>(token, key, validation)
+                    .map_err(|e| AuthError::InvalidUserToken(e.to_string()))?;
+                if data.claims.sub.is_empty() || data.claims.sub.len() > 256 {
+                    return Err(AuthError::InvalidUserToken(
+                        "sub must be 1 to 256 bytes".into(),
+                    ));
+                }
+                Ok(Identity {
+                    user: data.claims.sub,
+                    set_cookie: None,
+                })
+            }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
+    header?.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn session_tokens_bind_room_and_session() {
+        let tokens = SessionTokens::new([7; 32]);
+        let token = tokens.issue("concert", "abc");
+        assert_eq!(tokens.verify(&token, "concert", "abc"), Ok(()));
+        assert_eq!(
+            tokens.verify(&token, "other", "abc"),
+            Err(AuthError::WrongRoom)
+        );
+        assert_eq!(
+            tokens.verify(&token, "concert", "xyz"),
+            Err(AuthError::WrongSession)
+        );
+        let forged = token.replace("abc", "xyz");
+        assert_eq!(
+            tokens.verify(&forged, "concert", "xyz"),
+            Err(AuthError::InvalidSessionToken)
+        );
+        let foreign = SessionTokens::new([8; 32]).issue("concert", "abc");
+        assert_eq!(
+            tokens.verify(&foreign, "concert", "abc"),
+            Err(AuthError::InvalidSessionToken)
+        );
+        assert_eq!(
+            tokens.verify("", "concert", "abc"),
+            Err(AuthError::InvalidSessionToken)
+        );
+    }
+
+    #[test]
+    fn anonymous_users_keep_their_signed_cookie() {
+        let auth = UserAuth::Anonymous { secret: [1; 32] };
+        let first = auth.identify(None, None).unwrap();
+        let set = first.set_cookie.unwrap();
+        let value = set.split(';').next().unwrap();
+        let again = auth.identify(None, Some(&format!("a=b; {value}"))).unwrap();
+        assert_eq!((again.user, again.set_cookie), (first.user, None));
+        // A tampered cookie is not trusted: its bearer becomes someone new.
+        let tampered = value.replacen('=', "=x", 1);
+        let other = auth.identify(None, Some(&tampered)).unwrap();
+        assert!(other.set_cookie.is_some());
+    }
+
+    #[test]
+    fn platform_jwts_name_the_user() {
+        let auth = UserAuth::jwt(&JwtSettings {
+            algorithm: Algorithm::HS256,
+            key: "s3cret",
+            issuer: Some("shop"),
+            audience: None,
+        })
+        .unwrap();
+        let make = |iss: &str, exp: i64, key: &str| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &serde_json::json!({"sub": "alice", "iss": iss, "exp": exp}),
+                &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+            )
+            .unwrap()
+        };
+        let good = format!("Bearer {}", make("shop", 4_000_000_000, "s3cret"));
+        assert_eq!(auth.identify(Some(&good), None).unwrap().user, "alice");
+        assert_eq!(auth.identify(None, None), Err(AuthError::MissingUserToken));
+        for bad in [
+            make("shop", 1_000, "s3cret"),
+            make("shop", 4_000_000_000, "wrong"),
+            make("evil", 4_000_000_000, "s3cret"),
+        ] {
+            let header = format!("Bearer {bad}");
+            assert!(matches!(
+                auth.identify(Some(&header), None),
+                Err(AuthError::InvalidUserToken(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn headers_are_parsed_leniently() {
+        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(cookie(Some("a=1; b=2"), "b"), Some("2"));
+        assert_eq!(cookie(Some("a=1"), "b"), None);
+    }
+}

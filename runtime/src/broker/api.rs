@@ -1,0 +1,460 @@
+//! The HTTP contract: routes, input checks and JSON answers.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream;
+use serde::{Deserialize, Serialize};
+
+use super::Broker;
+use super::error::{ApiError, ErrorCode};
+use super::fanout::Subscription;
+use super::sse::{ErrorData, KEEP_ALIVE, RETRY};
+use crate::auth::{self, SESSION_COOKIE, random_id};
+use crate::clock::{now_ms, rfc3339};
+use crate::queue::{SessionState, SessionView};
+
+/// Largest request body accepted (joins carry at most a small JSON object).
+const MAX_BODY: usize = 1024;
+const WAITING_PAGE: &str = include_str!("../web/waiting.html");
+
+type Shared = State<Arc<Broker>>;
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(broker: Arc<Broker>) -> Router {
+    let metrics = Arc::clone(&broker.metrics);
+    // Room ids are DNS labels, safe to place in the page as they are.
+    let page = Html(WAITING_PAGE.replace("__USHER_ROOM__", &broker.room));
+    Router::new()
+        .route("/", get(move || async move { page }))
+        .route("/v1/rooms/{room}", get(room_stats))
+        .route("/v1/rooms/{room}/queue", post(join))
+        .route("/v1/rooms/{room}/sessions/{sid}", get(status).delete(leave))
+        .route("/v1/rooms/{room}/sessions/{sid}/events", get(events))
+        .route("/v1/rooms/{room}/sessions/{sid}/complete", post(complete))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/metrics", get(render_metrics))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(ready))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                let response = next.run(request).await;
+                if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+                    metrics.error(code);
+                }
+                response
+            }
+        }))
+        .with_state(broker)
+}
+
+/// Room ids are DNS labels: what Kubernetes names and Redis hash tags can carry.
+pub fn valid_room_id(room: &str) -> bool {
+    !room.is_empty()
+        && room.len() <= 63
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !room.starts_with('-')
+        && !room.ends_with('-')
+}
+
+impl Broker {
+    fn check_room(&self, room: &str) -> Result<(), ApiError> {
+        if !valid_room_id(room) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_room",
+                "room ids are 1-63 lowercase letters, digits and dashes",
+            ));
+        }
+        if room != self.room {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_room",
+                format!("this broker serves room {:?}", self.room),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the room, the session id's shape and the session token.
+    fn check_session(&self, room: &str, sid: &str, token: Option<&str>) -> Result<(), ApiError> {
+        self.check_room(room)?;
+        let well_formed = !sid.is_empty()
+            && sid.len() <= 64
+            && sid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_session_id",
+                "session ids are up to 64 URL-safe characters",
+            ));
+        }
+        let token = token.ok_or(auth::AuthError::MissingSessionToken)?;
+        Ok(self.session_tokens.verify(token, room, sid)?)
+    }
+
+    fn session_body(&self, view: &SessionView, token: Option<String>) -> SessionBody {
+        let session = &view.session;
+        let mut body = SessionBody {
+            session_id: session.id.clone(),
+            ticket: session.ticket,
+            state: "waiting",
+            position: view.position,
+            waiting: view.waiting,
+            eta_seconds: None,
+            entry_token: None,
+            expires_at: None,
+            reason: None,
+            poll_after_ms: None,
+            events_url: None,
+            status_url: None,
+            session_token: None,
+        };
+        match session.state {
+            SessionState::Waiting => {
+                let position = view.position.unwrap_or(1);
+                body.eta_seconds = self.fanout.eta(position, now_ms());
+                let ceiling =
+                    (self.settings.abandon_timeout.as_millis() as u64 / 3).clamp(1_000, 15_000);
+                body.poll_after_ms = Some((2_000 + position * 5).min(ceiling));
+            }
+            SessionState::Active {
+                admitted_at,
+                expires_at,
+            } => {
+                body.state = "admitted";
+                body.expires_at = Some(rfc3339(expires_at));
+                match self.entry_token(&session.id, &session.user, admitted_at, expires_at) {
+                    Ok(token) => body.entry_token = Some(token),
+                    Err(e) => tracing::error!(error = %e, "cannot sign an entry token"),
+                }
+            }
+            SessionState::Closed(reason) => {
+                body.state = "closed";
+                body.reason = Some(reason.as_str());
+            }
+        }
+        if let Some(token) = token {
+            let base = format!("/v1/rooms/{}/sessions/{}", self.room, session.id);
+            body.events_url = Some(format!("{base}/events?token={token}"));
+            body.status_url = Some(format!("{base}?token={token}"));
+            body.session_token = Some(token);
+        }
+        body
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionBody {
+    session_id: String,
+    ticket: u64,
+    /// waiting, admitted or closed.
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
+    waiting: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eta_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    poll_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The session token from `?token=`, the `Authorization` header or the cookie.
+fn session_token<'a>(query: &'a TokenQuery, headers: &'a HeaderMap) -> Option<&'a str> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    query
+        .token
+        .as_deref()
+        .or_else(|| auth::bearer(text(header::AUTHORIZATION)))
+        .or_else(|| auth::cookie(text(header::COOKIE), SESSION_COOKIE))
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn join(
+    State(broker): Shared,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    broker.check_room(&room)?;
+    let body = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over {MAX_BODY} bytes or unreadable: {e}"),
+        )
+    })?;
+    let is_object = body.iter().all(u8::is_ascii_whitespace)
+        || serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.is_object());
+    if !is_object {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body must be empty or a JSON object",
+        ));
+    }
+    let identity = broker.users.identify(
+        header_text(&headers, header::AUTHORIZATION),
+        header_text(&headers, header::COOKIE),
+    )?;
+    let outcome = broker
+        .store
+        .join(&identity.user, &random_id(), now_ms())
+        .await?;
+    broker
+        .metrics
+        .joins
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let token = broker.session_tokens.issue(&room, &outcome.view.session.id);
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let session_cookie =
+        format!("{SESSION_COOKIE}={token}; Path=/v1/rooms/{room}/; HttpOnly; SameSite=Lax");
+    let mut response = (
+        status,
+        Json(broker.session_body(&outcome.view, Some(token))),
+    )
+        .into_response();
+    for cookie in identity.set_cookie.into_iter().chain([session_cookie]) {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    Ok(response)
+}
+
+async fn status(
+    State(broker): Shared,
+    Path((room, sid)): Path<(String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult {
+    broker.check_session(&room, &sid, session_token(&query, &headers))?;
+    let view = broker.store.session(&sid, Some(now_ms())).await?;
+    Ok(Json(broker.session_body(&view, None)).into_response())
+}
+
+async fn leave(
+    State(broker): Shared,
+    Path((room, sid)): Path<(String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult {
+    broker.check_session(&room, &sid, session_token(&query, &headers))?;
+    let view = broker.store.leave(&sid, now_ms()).await?;
+    Ok(Json(broker.session_body(&view, None)).into_response())
+}
+
+async fn complete(
+    State(broker): Shared,
+    Path((room, sid)): Path<(String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult {
+    broker.check_session(&room, &sid, session_token(&query, &headers))?;
+    let view = broker.store.complete(&sid, now_ms()).await?;
+    Ok(Json(broker.session_body(&view, None)).into_response())
+}
+
+/// The SSE stream of one session. It first sends the session's current
+/// state, so a client reconnecting (with or without `Last-Event-ID`) is
+/// never behind: its place lives in the store, not in the connection.
+async fn events(
+    State(broker): Shared,
+    Path((room, sid)): Path<(String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult {
+    broker.check_session(&room, &sid, session_token(&query, &headers))?;
+    // Subscribe before reading, so no change between the two is missed.
+    let subscription = broker.fanout.subscribe(&sid);
+    let view = broker.store.session(&sid, Some(now_ms())).await?;
+    broker.show(&view);
+    let body = Body::from_stream(event_stream(
+        subscription,
+        broker.beats.subscribe(),
+        broker.shutdown.clone(),
+    ));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+enum StreamStep {
+    Frame(Option<Arc<super::sse::Frame>>),
+    KeepAlive,
+    Stop,
+}
+
+struct StreamState {
+    greeting: Option<Bytes>,
+    subscription: Subscription,
+    beats: tokio::sync::watch::Receiver<u64>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    finished: bool,
+}
+
+fn event_stream(
+    subscription: Subscription,
+    beats: tokio::sync::watch::Receiver<u64>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let state = StreamState {
+        greeting: Some(Bytes::from_static(RETRY)),
+        subscription,
+        beats,
+        shutdown,
+        finished: false,
+    };
+    stream::unfold(state, |mut s| async move {
+        if let Some(greeting) = s.greeting.take() {
+            return Some((Ok(greeting), s));
+        }
+        loop {
+            if s.finished {
+                return None;
+            }
+            let next = tokio::select! {
+                changed = s.subscription.frames.changed() => match changed {
+                    Ok(()) => StreamStep::Frame(s.subscription.frames.borrow_and_update().clone()),
+                    Err(_) => StreamStep::Stop,
+                },
+                beat = s.beats.changed() => if beat.is_ok() { StreamStep::KeepAlive } else { StreamStep::Stop },
+                _ = s.shutdown.wait_for(|stop| *stop) => StreamStep::Frame(Some(shutting_down())),
+            };
+            match next {
+                StreamStep::Frame(Some(frame)) => {
+                    s.finished = frame.last;
+                    return Some((Ok(frame.bytes.clone()), s));
+                }
+                StreamStep::Frame(None) => {}
+                StreamStep::KeepAlive => return Some((Ok(Bytes::from_static(KEEP_ALIVE)), s)),
+                StreamStep::Stop => return None,
+            }
+        }
+    })
+}
+
+/// The last event of streams cut by a broker shutdown; clients reconnect.
+fn shutting_down() -> Arc<super::sse::Frame> {
+    let data = ErrorData {
+        code: "shutting_down",
+        message: "this broker is restarting; reconnect to keep your place".into(),
+    };
+    super::sse::frame(crate::metrics::EventKind::Error, 0, &data)
+}
+
+async fn room_stats(State(broker): Shared, Path(room): Path<String>) -> ApiResult {
+    broker.check_room(&room)?;
+    let config = broker
+        .store
+        .config()
+        .await?
+        .ok_or(crate::queue::QueueError::NotConfigured)?;
+    let counts = broker.store.counts().await?;
+    let now = now_ms();
+    Ok(Json(serde_json::json!({
+        "room": broker.room,
+        "phase": config.phase(now),
+        "waiting": counts.waiting,
+        "active": counts.active,
+        "admittedTotal": counts.admitted_total,
+        "capacity": config.capacity,
+        "admissionRate": config.admission_rate,
+        "queueing": config.queueing,
+        "sessionDurationSeconds": config.session_duration_ms / 1000,
+        "opensAt": config.opens_at.map(rfc3339),
+        "closesAt": config.closes_at.map(rfc3339),
+        "paused": config.paused,
+        "estimatedWaitSeconds": broker.fanout.eta(counts.waiting.max(1), now),
+    }))
+    .into_response())
+}
+
+async fn jwks(State(broker): Shared) -> Response {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(broker.signer.jwks()),
+    )
+        .into_response()
+}
+
+async fn render_metrics(State(broker): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        broker.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn ready(State(broker): Shared) -> ApiResult {
+    broker.store.ping().await?;
+    if !broker.fanout.is_synced() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the line is not loaded yet",
+        ));
+    }
+    Ok(Json(serde_json::json!({"status": "ready"})).into_response())
+}

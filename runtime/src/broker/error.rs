@@ -1,0 +1,83 @@
+//! Error answers: JSON `{code, message}` with the right status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::queue::QueueError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Marks an error response with its code, for the error metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(Body {
+                code: self.code,
+                message: &self.message,
+            }),
+        )
+            .into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        let (status, code) = match e {
+            QueueError::NotConfigured => (StatusCode::SERVICE_UNAVAILABLE, "room_not_ready"),
+            QueueError::Rejected => (StatusCode::FORBIDDEN, "rejected"),
+            QueueError::RoomClosed => (StatusCode::GONE, "room_closed"),
+            QueueError::UnknownSession => (StatusCode::NOT_FOUND, "unknown_session"),
+            QueueError::NotActive => (StatusCode::CONFLICT, "not_active"),
+            QueueError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            QueueError::Malformed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %e, "store call failed");
+        }
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let (status, code) = match e {
+            AuthError::MissingUserToken => (StatusCode::UNAUTHORIZED, "missing_token"),
+            AuthError::InvalidUserToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            AuthError::MissingSessionToken => (StatusCode::UNAUTHORIZED, "missing_session_token"),
+            AuthError::InvalidSessionToken => (StatusCode::UNAUTHORIZED, "invalid_session_token"),
+            AuthError::WrongRoom => (StatusCode::FORBIDDEN, "wrong_room"),
+            AuthError::WrongSession => (StatusCode::FORBIDDEN, "wrong_session"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

@@ -1,0 +1,404 @@
+//! The broker's connected sessions and how news reaches them.
+//!
+//! Each session with at least one open stream has a subscriber: its ticket
+//! and a `watch` channel holding the latest frame for it. The change-stream
+//! follower applies changes to the local line and ends subscribers that were
+//! admitted or closed; a timer broadcasts positions. A broadcast costs no
+//! store call at all: positions come from the local line.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::line::LocalLine;
+use super::sse::{self, ClosedData, Frame, PositionData};
+use crate::metrics::{EventKind, Metrics};
+use crate::queue::{Change, CloseReason, LineSnapshot, Millis, Phase, RoomConfig};
+
+type FrameSender = watch::Sender<Option<Arc<Frame>>>;
+pub type FrameReceiver = watch::Receiver<Option<Arc<Frame>>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// Connected, state not known yet.
+    Unknown,
+    Waiting {
+        ticket: u64,
+    },
+    /// Admitted or closed: position updates no longer apply.
+    Settled,
+}
+
+struct Subscriber {
+    standing: Standing,
+    streams: usize,
+    /// (position, eta) last sent, to skip unchanged updates.
+    last_sent: Option<(u64, Option<u64>)>,
+    frames: FrameSender,
+}
+
+/// What happened to a connected session, for the follower to tell it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notice {
+    Admitted {
+        sid: String,
+        user: String,
+        admitted_at: Millis,
+        expires_at: Millis,
+    },
+    Closed {
+        sid: String,
+        reason: CloseReason,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    line: LocalLine,
+    /// The line has been loaded from a snapshot at least once.
+    synced: bool,
+    /// Bumped on every applied change; a broadcast runs only when it moved.
+    version: u64,
+    broadcast_version: u64,
+    /// Numbers broadcasts; the SSE `id` of position events.
+    broadcasts: u64,
+    subscribers: HashMap<String, Subscriber>,
+    config: Option<RoomConfig>,
+    /// Admission instants of the last minute, for the ETA.
+    recent_admissions: VecDeque<Millis>,
+}
+
+pub struct Fanout {
+    state: Mutex<State>,
+    metrics: Arc<Metrics>,
+}
+
+/// An open stream's hold on its session; dropping it unsubscribes.
+pub struct Subscription {
+    pub frames: FrameReceiver,
+    sid: String,
+    fanout: Arc<Fanout>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.fanout.metrics.connections.fetch_sub(1, Relaxed);
+        let mut state = self.fanout.lock();
+        if let Some(sub) = state.subscribers.get_mut(&self.sid) {
+            sub.streams -= 1;
+            if sub.streams == 0 {
+                state.subscribers.remove(&self.sid);
+            }
+        }
+    }
+}
+
+const ETA_WINDOW_MS: Millis = 60_000;
+
+/// Seconds until `position` is admitted at the observed admission rate (the
+/// rules' nominal rate until a few admissions were seen); `None` while the
+/// room admits nobody.
+fn eta_for(
+    config: Option<&RoomConfig>,
+    recent: &VecDeque<Millis>,
+    position: u64,
+    now: Millis,
+) -> Option<u64> {
+    let config = config?;
+    if config.phase(now) != Phase::Open {
+        return None;
+    }
+    let per_second = if recent.len() >= 5 {
+        let since = recent.front().copied().unwrap_or(now);
+        recent.len() as f64 / ((now - since).max(1_000) as f64 / 1000.0)
+    } else {
+        config.nominal_admissions_per_second()
+    };
+    (per_second > 0.0).then(|| (position as f64 / per_second).ceil() as u64)
+}
+
+impl Fanout {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Fanout {
+            state: Mutex::new(State::default()),
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_config(&self, config: RoomConfig) {
+        self.lock().config = Some(config);
+    }
+
+    /// Seconds until `position` is admitted, as shown to users.
+    pub fn eta(&self, position: u64, now: Millis) -> Option<u64> {
+        let state = self.lock();
+        eta_for(
+            state.config.as_ref(),
+            &state.recent_admissions,
+            position,
+            now,
+        )
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.lock().synced
+    }
+
+    /// Opens a stream's hold on `sid`. The receiver first yields the
+    /// session's current frame, if any.
+    pub fn subscribe(self: &Arc<Self>, sid: &str) -> Subscription {
+        self.metrics.connections.fetch_add(1, Relaxed);
+        let mut state = self.lock();
+        let sub = state
+            .subscribers
+            .entry(sid.to_owned())
+            .or_insert_with(|| Subscriber {
+                standing: Standing::Unknown,
+                streams: 0,
+                last_sent: None,
+                frames: watch::Sender::new(None),
+            });
+        sub.streams += 1;
+        let mut frames = sub.frames.subscribe();
+        frames.mark_changed();
+        Subscription {
+            frames,
+            sid: sid.to_owned(),
+            fanout: Arc::clone(self),
+        }
+    }
+
+    /// Records that `sid` waits with `ticket` and sends its position now.
+    /// `store_position` is used until the local line is loaded.
+    pub fn set_waiting(
+        &self,
+        sid: &str,
+        ticket: u64,
+        store_position: u64,
+        store_waiting: u64,
+        now: Millis,
+    ) {
+        let mut state = self.lock();
+        let Some(sub) = state.subscribers.get(sid) else {
+            return;
+        };
+        if sub.standing == Standing::Settled {
+            return;
+        }
+        let position = if state.synced {
+            state.line.position(ticket)
+        } else {
+            store_position
+        };
+        let waiting = if state.synced {
+            state.line.len()
+        } else {
+            store_waiting
+        };
+        let eta = eta_for(
+            state.config.as_ref(),
+            &state.recent_admissions,
+            position,
+            now,
+        );
+        let frame = sse::frame(
+            EventKind::Position,
+            state.broadcasts,
+            &PositionData {
+                position,
+                waiting,
+                eta_seconds: eta,
+            },
+        );
+        let sub = state
+            .subscribers
+            .get_mut(sid)
+            .unwrap_or_else(|| unreachable!("checked above"));
+        sub.standing = Standing::Waiting { ticket };
+        sub.last_sent = Some((position, eta));
+        sub.frames.send_replace(Some(frame));
+        self.metrics.event_sent(EventKind::Position, 1);
+    }
+
+    /// Gives `sid` its final frame (admitted or closed). A closed session
+    /// stays closed; an admitted one may still close.
+    pub fn settle(&self, sid: &str, frame: Arc<Frame>) {
+        let mut state = self.lock();
+        let Some(sub) = state.subscribers.get_mut(sid) else {
+            return;
+        };
+        let already_closed = sub
+            .frames
+            .borrow()
+            .as_ref()
+            .is_some_and(|f| f.kind == EventKind::Closed);
+        if already_closed {
+            return;
+        }
+        sub.standing = Standing::Settled;
+        self.metrics.event_sent(frame.kind, 1);
+        sub.frames.send_replace(Some(frame));
+    }
+
+    /// A closed frame for `reason` (numbered like position events).
+    pub fn closed_frame(&self, reason: CloseReason) -> Arc<Frame> {
+        let id = self.lock().broadcasts;
+        sse::frame(
+            EventKind::Closed,
+            id,
+            &ClosedData {
+                reason: reason.as_str(),
+            },
+        )
+    }
+
+    /// Loads the line from a snapshot and returns the subscribers whose
+    /// ticket changed or who are no longer waiting (the caller re-reads them).
+    pub fn load(&self, snapshot: &LineSnapshot) -> Vec<String> {
+        let mut state = self.lock();
+        let tickets: HashMap<&str, u64> = snapshot
+            .waiting
+            .iter()
+            .map(|(sid, t)| (sid.as_str(), *t))
+            .collect();
+        state.line = LocalLine::from_sorted(tickets.values().copied());
+        state.synced = true;
+        state.version += 1;
+        self.metrics.waiting.store(state.line.len(), Relaxed);
+        let mut stale = Vec::new();
+        for (sid, sub) in state.subscribers.iter_mut() {
+            if matches!(sub.standing, Standing::Waiting { .. }) {
+                match tickets.get(sid.as_str()) {
+                    Some(&now_ticket) => sub.standing = Standing::Waiting { ticket: now_ticket },
+                    None => stale.push(sid.clone()),
+                }
+            }
+        }
+        stale
+    }
+
+    /// Applies changes from the stream; returns news for connected sessions.
+    pub fn apply(&self, changes: &[Change], now: Millis) -> Vec<Notice> {
+        let mut state = self.lock();
+        let mut notices = Vec::new();
+        for change in changes {
+            match change {
+                Change::Joined { ticket } => state.line.insert(*ticket),
+                Change::Admitted {
+                    sid,
+                    user,
+                    ticket,
+                    admitted_at,
+                    expires_at,
+                } => {
+                    state.line.remove(*ticket);
+                    state.recent_admissions.push_back(*admitted_at);
+                    if state.subscribers.contains_key(sid) {
+                        notices.push(Notice::Admitted {
+                            sid: sid.clone(),
+                            user: user.clone(),
+                            admitted_at: *admitted_at,
+                            expires_at: *expires_at,
+                        });
+                    }
+                }
+                Change::Dequeued {
+                    sid,
+                    ticket,
+                    reason,
+                } => {
+                    state.line.remove(*ticket);
+                    if state.subscribers.contains_key(sid) {
+                        notices.push(Notice::Closed {
+                            sid: sid.clone(),
+                            reason: *reason,
+                        });
+                    }
+                }
+                Change::Ended { sid, reason } => {
+                    if state.subscribers.contains_key(sid) {
+                        notices.push(Notice::Closed {
+                            sid: sid.clone(),
+                            reason: *reason,
+                        });
+                    }
+                }
+                Change::Opened | Change::Reconfigured => {}
+            }
+        }
+        while state
+            .recent_admissions
+            .front()
+            .is_some_and(|&t| t < now - ETA_WINDOW_MS)
+        {
+            state.recent_admissions.pop_front();
+        }
+        state.version += 1;
+        self.metrics.waiting.store(state.line.len(), Relaxed);
+        notices
+    }
+
+    /// Sends every waiting subscriber whose position or ETA moved its new
+    /// position. Runs on a timer; does nothing when the line did not change.
+    pub fn broadcast(&self, now: Millis) {
+        let started = Instant::now();
+        let mut state = self.lock();
+        if !state.synced || state.version == state.broadcast_version {
+            return;
+        }
+        state.broadcast_version = state.version;
+        state.broadcasts += 1;
+        let mut sent = 0;
+        let state = &mut *state;
+        for sub in state.subscribers.values_mut() {
+            let Standing::Waiting { ticket } = sub.standing else {
+                continue;
+            };
+            let position = state.line.position(ticket);
+            let eta = eta_for(
+                state.config.as_ref(),
+                &state.recent_admissions,
+                position,
+                now,
+            );
+            if sub.last_sent == Some((position, eta)) {
+                continue;
+            }
+            let data = PositionData {
+                position,
+                waiting: state.line.len(),
+                eta_seconds: eta,
+            };
+            sub.frames.send_replace(Some(sse::frame(
+                EventKind::Position,
+                state.broadcasts,
+                &data,
+            )));
+            sub.last_sent = Some((position, eta));
+            sent += 1;
+        }
+        self.metrics.event_sent(EventKind::Position, sent);
+        self.metrics.broker_ticks.fetch_add(1, Relaxed);
+        self.metrics
+            .last_broadcast_micros
+            .store(started.elapsed().as_micros() as u64, Relaxed);
+    }
+
+    /// Waiting sessions with open streams (their users are present).
+    pub fn present_sessions(&self) -> Vec<String> {
+        let state = self.lock();
+        state
+            .subscribers
+            .iter()
+            .filter(|(_, s)| matches!(s.standing, Standing::Waiting { .. } | Standing::Unknown))
+            .map(|(sid, _)| sid.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,180 @@
+//! `usher broker`: the HTTP/SSE front of a room. Users join the line, follow
+//! their exact position over SSE and receive a signed entry token when the
+//! dispatcher admits them.
+
+mod api;
+pub use self::api::valid_room_id;
+mod error;
+mod fanout;
+mod line;
+mod sse;
+mod tasks;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::sync::watch;
+
+pub use self::error::ApiError;
+use self::fanout::Fanout;
+use self::sse::{AdmittedData, Frame};
+use crate::auth::{SessionTokens, UserAuth};
+use crate::clock::{now_ms, rfc3339};
+use crate::metrics::{EventKind, Metrics};
+use crate::queue::{Millis, SessionState, SessionView, Store};
+use crate::tokens::{EntryClaims, EntryTokenSigner, TokenError};
+
+/// Tunables of a broker.
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    /// How often positions are broadcast.
+    pub position_interval: Duration,
+    /// How often idle streams get a keep-alive comment.
+    pub keep_alive: Duration,
+    /// The room's abandon timeout: present users are re-marked well within it.
+    pub abandon_timeout: Duration,
+    /// Names this broker in load reports (the pod name in Kubernetes).
+    pub broker_id: String,
+    /// `iss` of entry tokens.
+    pub issuer: String,
+}
+
+impl BrokerSettings {
+    fn presence_interval(&self) -> Duration {
+        (self.abandon_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+}
+
+pub struct Broker {
+    room: String,
+    store: Arc<dyn Store>,
+    signer: Arc<EntryTokenSigner>,
+    session_tokens: SessionTokens,
+    users: UserAuth,
+    fanout: Arc<Fanout>,
+    metrics: Arc<Metrics>,
+    settings: BrokerSettings,
+    /// Ticks for keep-alive comments, shared by every stream.
+    beats: watch::Sender<u64>,
+    /// Turns true when the broker stops: streams end so clients reconnect elsewhere.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Broker {
+    pub fn new(
+        room: String,
+        store: Arc<dyn Store>,
+        signer: Arc<EntryTokenSigner>,
+        users: UserAuth,
+        metrics: Arc<Metrics>,
+        settings: BrokerSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        let session_tokens = SessionTokens::new(signer.derive_secret("session-token"));
+        Arc::new(Broker {
+            room,
+            store,
+            signer,
+            session_tokens,
+            users,
+            fanout: Fanout::new(Arc::clone(&metrics)),
+            metrics,
+            settings,
+            beats: watch::Sender::new(0),
+            shutdown,
+        })
+    }
+
+    /// Starts the background tasks and returns the HTTP routes.
+    pub fn start(self: &Arc<Self>) -> Router {
+        tasks::spawn_all(self, &self.shutdown);
+        api::router(Arc::clone(self))
+    }
+
+    fn entry_token(
+        &self,
+        sid: &str,
+        user: &str,
+        admitted_at: Millis,
+        expires_at: Millis,
+    ) -> Result<String, TokenError> {
+        self.signer.sign(&EntryClaims {
+            iss: self.settings.issuer.clone(),
+            aud: self.room.clone(),
+            sub: user.to_owned(),
+            sid: sid.to_owned(),
+            iat: admitted_at / 1000,
+            nbf: admitted_at / 1000,
+            exp: expires_at / 1000,
+            jti: sid.to_owned(),
+        })
+    }
+
+    fn admitted_frame(
+        &self,
+        sid: &str,
+        user: &str,
+        admitted_at: Millis,
+        expires_at: Millis,
+    ) -> Result<Arc<Frame>, TokenError> {
+        let data = AdmittedData {
+            entry_token: self.entry_token(sid, user, admitted_at, expires_at)?,
+            expires_at: rfc3339(expires_at),
+            admitted_at_ms: admitted_at,
+        };
+        Ok(sse::frame(EventKind::Admitted, 0, &data))
+    }
+
+    /// Tells a connected session what the store says of it.
+    fn show(&self, view: &SessionView) {
+        let sid = &view.session.id;
+        match view.session.state {
+            SessionState::Waiting => {
+                let position = view.position.unwrap_or(1);
+                self.fanout
+                    .set_waiting(sid, view.session.ticket, position, view.waiting, now_ms());
+            }
+            SessionState::Active {
+                admitted_at,
+                expires_at,
+            } => match self.admitted_frame(sid, &view.session.user, admitted_at, expires_at) {
+                Ok(frame) => self.fanout.settle(sid, frame),
+                Err(e) => tracing::error!(error = %e, "cannot sign an entry token"),
+            },
+            SessionState::Closed(reason) => {
+                self.fanout.settle(sid, self.fanout.closed_frame(reason))
+            }
+        }
+    }
+
+    /// Re-reads a connected session from the store and shows it.
+    async fn refresh(&self, sid: &str) {
+        match self.store.session(sid, None).await {
+            Ok(view) => self.show(&view),
+            Err(e) => tracing::warn!(error = %e, "cannot refresh a session"),
+        }
+    }
+
+    async fn report_load(&self) {
+        let connected = self.metrics.connections.load(Relaxed).max(0) as u64;
+        let result = async {
+            self.store
+                .report_broker(&self.settings.broker_id, connected, now_ms())
+                .await?;
+            self.store.counts().await
+        }
+        .await;
+        match result {
+            Ok(counts) => {
+                self.metrics.waiting.store(counts.waiting, Relaxed);
+                self.metrics.active.store(counts.active, Relaxed);
+            }
+            Err(e) => {
+                self.metrics.store_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "cannot report load");
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Server-Sent Events framing. Frames are encoded once into `Bytes` and the
+//! same buffer is handed to every stream that sends it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::metrics::EventKind;
+
+/// One encoded SSE event.
+#[derive(Debug)]
+pub struct Frame {
+    pub kind: EventKind,
+    pub bytes: Bytes,
+    /// The stream ends after this frame (`closed`).
+    pub last: bool,
+}
+
+/// Sent first on every stream: how long browsers wait before reconnecting.
+pub const RETRY: &[u8] = b"retry: 3000\n\n";
+/// A comment line that keeps proxies and mobile networks from idling out.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// Encodes `data` as one event. `data` is single-line JSON, so one `data:` line.
+pub fn frame(kind: EventKind, id: u64, data: &impl Serialize) -> Arc<Frame> {
+    let json = serde_json::to_string(data).unwrap_or_else(|e| {
+        unreachable!("event payloads are plain structs that always serialize: {e}")
+    });
+    let text = format!("id: {id}\nevent: {}\ndata: {json}\n\n", kind.as_str());
+    Arc::new(Frame {
+        kind,
+        bytes: Bytes::from(text),
+        last: kind == EventKind::Closed || kind == EventKind::Error,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionData {
+    pub position: u64,
+    pub waiting: u64,
+    pub eta_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmittedData {
+    pub entry_token: String,
+    pub expires_at: String,
+    pub admitted_at_ms: i64,
+}
+
+#[derive(Serialize)]
+pub struct ClosedData {
+    pub reason: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct ErrorData {
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_single_events() {
+        let f = frame(
+            EventKind::Position,
+            7,
+            &PositionData {
+                position: 3,
+                waiting: 9,
+                eta_seconds: None,
+            },
+        );
+        assert_eq!(
+            std::str::from_utf8(&f.bytes).unwrap_or_default(),
+            "id: 7\nevent: position\ndata: {\"position\":3,\"waiting\":9,\"etaSeconds\":null}\n\n"
+        );
+        assert!(!f.last);
+        assert!(frame(EventKind::Closed, 8, &ClosedData { reason: "left" }).last);
+    }
+}

@@ -1,0 +1,282 @@
+//! Command-line flags and `USHER_*` environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::clock::parse_rfc3339;
+use crate::queue::{Queueing, RoomConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "usher",
+    version,
+    about = "Virtual waiting room: broker, dispatcher and demo"
+)]
+pub struct Cli {
+    /// Log filter (tracing syntax), e.g. `info` or `usher_runtime=debug`.
+    #[arg(long, env = "USHER_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, env = "USHER_LOG_JSON", global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP/SSE API of one room.
+    Broker(BrokerArgs),
+    /// Admit users from the front of one room's line.
+    Dispatcher(DispatcherArgs),
+    /// Everything in one process on an in-memory store, with a waiting page.
+    Demo(DemoArgs),
+    /// Print a new Ed25519 entry-token key (PKCS#8 PEM).
+    Keygen,
+}
+
+/// The room's rules, written to the store at start.
+#[derive(Args, Debug, Clone)]
+pub struct RoomArgs {
+    /// Most users admitted (active) at once.
+    #[arg(long, env = "USHER_CAPACITY", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub capacity: u64,
+    /// Most new admissions per minute; unset = bounded by capacity only.
+    #[arg(long, env = "USHER_ADMISSION_RATE", value_parser = clap::value_parser!(u64).range(1..))]
+    pub admission_rate: Option<u64>,
+    /// How long an admitted user keeps the slot (e.g. 15m, 90s).
+    #[arg(long, env = "USHER_SESSION_DURATION", default_value = "15m", value_parser = parse_duration)]
+    pub session_duration: Duration,
+    /// FIFO, Random, Passthrough or Reject.
+    #[arg(long, env = "USHER_QUEUEING", default_value = "FIFO")]
+    pub queueing: Queueing,
+    /// Before this RFC 3339 instant users join a pre-queue.
+    #[arg(long, env = "USHER_OPENS_AT", value_parser = parse_rfc3339)]
+    pub opens_at: Option<i64>,
+    /// From this RFC 3339 instant joins are refused.
+    #[arg(long, env = "USHER_CLOSES_AT", value_parser = parse_rfc3339)]
+    pub closes_at: Option<i64>,
+    /// Stop admissions, keep the line.
+    #[arg(long, env = "USHER_PAUSED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub paused: bool,
+    /// Drop waiting users whose client is gone (no stream, no poll) this long.
+    #[arg(long, env = "USHER_ABANDON_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub abandon_timeout: Duration,
+}
+
+impl RoomArgs {
+    pub fn room_config(&self) -> Result<RoomConfig, String> {
+        if let (Some(open), Some(close)) = (self.opens_at, self.closes_at) {
+            if close <= open {
+                return Err("closesAt must be after opensAt".into());
+            }
+        }
+        if self.session_duration.is_zero() || self.abandon_timeout.is_zero() {
+            return Err("durations must be positive".into());
+        }
+        Ok(RoomConfig {
+            capacity: self.capacity,
+            admission_rate: self.admission_rate,
+            session_duration_ms: self.session_duration.as_millis() as i64,
+            queueing: self.queueing,
+            opens_at: self.opens_at,
+            closes_at: self.closes_at,
+            paused: self.paused,
+            abandon_timeout_ms: self.abandon_timeout.as_millis() as i64,
+        })
+    }
+}
+
+/// Where the room lives.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// The room (event) id: 1-63 lowercase letters, digits and dashes.
+    #[arg(long, env = "USHER_ROOM")]
+    pub room: String,
+    /// Redis (or Redis Cluster node) URL.
+    #[arg(
+        long,
+        env = "USHER_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
+    pub redis_url: String,
+}
+
+/// How the broker tells users apart.
+#[derive(Args, Debug, Clone)]
+pub struct UserAuthArgs {
+    /// `anonymous` (a signed cookie) or `jwt` (the platform's Bearer token).
+    #[arg(long, env = "USHER_USER_AUTH", default_value = "anonymous", value_parser = ["anonymous", "jwt"])]
+    pub user_auth: String,
+    /// Algorithm of platform JWTs: HS256, RS256 or ES256.
+    #[arg(long, env = "USHER_USER_JWT_ALG", default_value = "HS256", value_parser = ["HS256", "RS256", "ES256"])]
+    pub user_jwt_alg: String,
+    /// HS256: the shared secret; RS256/ES256: path to the PEM public key.
+    #[arg(
+        long,
+        env = "USHER_USER_JWT_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub user_jwt_key: String,
+    /// Required `iss` of platform JWTs, if set.
+    #[arg(long, env = "USHER_USER_JWT_ISSUER")]
+    pub user_jwt_issuer: Option<String>,
+    /// Required `aud` of platform JWTs, if set.
+    #[arg(long, env = "USHER_USER_JWT_AUDIENCE")]
+    pub user_jwt_audience: Option<String>,
+}
+
+/// Tunables of the broker's streams.
+#[derive(Args, Debug, Clone)]
+pub struct StreamArgs {
+    /// How often positions are broadcast.
+    #[arg(long, env = "USHER_POSITION_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub position_interval: Duration,
+    /// How often idle streams get a keep-alive comment.
+    #[arg(long, env = "USHER_KEEPALIVE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+    /// `iss` claim of entry tokens.
+    #[arg(long, env = "USHER_TOKEN_ISSUER", default_value = "usher")]
+    pub token_issuer: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BrokerArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub room: RoomArgs,
+    #[command(flatten)]
+    pub users: UserAuthArgs,
+    #[command(flatten)]
+    pub streams: StreamArgs,
+    /// Address to serve HTTP on.
+    #[arg(long, env = "USHER_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// PKCS#8 PEM private key (Ed25519 or P-256) that signs entry tokens.
+    #[arg(long, env = "USHER_TOKEN_KEY")]
+    pub token_key: String,
+    /// Names this broker in load reports; defaults to the host (pod) name.
+    #[arg(long, env = "USHER_BROKER_ID")]
+    pub broker_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DispatcherArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub room: RoomArgs,
+    /// How often the dispatcher admits (it also admits at once when a slot frees).
+    #[arg(long, env = "USHER_DISPATCH_TICK", default_value = "250ms", value_parser = parse_duration)]
+    pub tick: Duration,
+    /// Address to serve /metrics, /healthz and /readyz on.
+    #[arg(long, env = "USHER_LISTEN", default_value = "0.0.0.0:9090")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Address to serve the demo on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Simulated visitors to add, so the line moves for a newcomer.
+    #[arg(long, default_value_t = 0)]
+    pub simulate: u64,
+    /// Most visitors admitted at once.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub capacity: u64,
+    /// How long an admitted visitor keeps the slot.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub session_duration: Duration,
+    /// How often the dispatcher admits.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub tick: Duration,
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration such as 15m or 90s: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn flags_build_a_room_config() {
+        let cli = Cli::try_parse_from([
+            "usher",
+            "dispatcher",
+            "--room",
+            "r",
+            "--capacity",
+            "7",
+            "--queueing",
+            "random",
+            "--opens-at",
+            "2026-12-01T10:00:00Z",
+            "--closes-at",
+            "2026-12-01T18:00:00Z",
+            "--paused",
+        ])
+        .unwrap();
+        let Command::Dispatcher(args) = cli.command else {
+            panic!("dispatcher expected")
+        };
+        let config = args.room.room_config().unwrap();
+        assert_eq!(config.capacity, 7);
+        assert_eq!(config.queueing, Queueing::Random);
+        assert!(config.paused);
+        assert_eq!(config.session_duration_ms, 900_000);
+        assert_eq!(
+            config.closes_at.unwrap() - config.opens_at.unwrap(),
+            8 * 3_600_000
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        for args in [
+            vec!["usher", "dispatcher", "--room", "r", "--capacity", "0"],
+            vec!["usher", "dispatcher", "--room", "r", "--queueing", "lifo"],
+            vec![
+                "usher",
+                "dispatcher",
+                "--room",
+                "r",
+                "--session-duration",
+                "soon",
+            ],
+            vec![
+                "usher",
+                "dispatcher",
+                "--room",
+                "r",
+                "--opens-at",
+                "tomorrow",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "usher",
+            "dispatcher",
+            "--room",
+            "r",
+            "--opens-at",
+            "2026-12-01T10:00:00Z",
+            "--closes-at",
+            "2026-12-01T09:00:00Z",
+        ])
+        .unwrap();
+        let Command::Dispatcher(args) = cli.command else {
+            panic!("dispatcher expected")
+        };
+        assert!(args.room.room_config().is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! `usher demo`: a broker and a dispatcher in one process on the in-memory
+//! store, serving the waiting page, optionally with a simulated crowd.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::auth::{UserAuth, random_id};
+use crate::broker::{Broker, BrokerSettings};
+use crate::clock::now_ms;
+use crate::config::DemoArgs;
+use crate::dispatcher::Dispatcher;
+use crate::metrics::Metrics;
+use crate::queue::{MemoryStore, Queueing, RoomConfig, SessionState, Store};
+use crate::serve::{serve, shutdown_signal};
+use crate::tokens::EntryTokenSigner;
+
+pub const DEMO_ROOM: &str = "demo";
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    store
+        .configure(&RoomConfig {
+            capacity: args.capacity,
+            admission_rate: None,
+            session_duration_ms: args.session_duration.as_millis() as i64,
+            queueing: Queueing::Fifo,
+            opens_at: None,
+            closes_at: None,
+            paused: false,
+            abandon_timeout_ms: ABANDON_TIMEOUT.as_millis() as i64,
+        })
+        .await?;
+    let signer = Arc::new(EntryTokenSigner::generate());
+    let users = UserAuth::Anonymous {
+        secret: signer.derive_secret("anonymous-user"),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = shutdown_signal();
+    let settings = BrokerSettings {
+        position_interval: Duration::from_millis(500),
+        keep_alive: Duration::from_secs(15),
+        abandon_timeout: ABANDON_TIMEOUT,
+        broker_id: "demo".into(),
+        issuer: "usher-demo".into(),
+    };
+    let broker = Broker::new(
+        DEMO_ROOM.into(),
+        Arc::clone(&store),
+        signer,
+        users,
+        Arc::clone(&metrics),
+        settings,
+        shutdown.clone(),
+    );
+    let dispatcher = Dispatcher::new(Arc::clone(&store), metrics, args.tick);
+    tokio::spawn(dispatcher.run(shutdown.clone()));
+    if args.simulate > 0 {
+        tokio::spawn(simulate_crowd(Arc::clone(&store), args.simulate));
+    }
+    println!(
+        "usher demo: open http://{}/ in a browser (room {DEMO_ROOM:?}, capacity {}, {} simulated visitors)",
+        args.listen, args.capacity, args.simulate
+    );
+    serve(args.listen, broker.start(), shutdown).await
+}
+
+/// Keeps `crowd` simulated visitors in the room: each waits, is admitted,
+/// "shops" for a few seconds, completes, and joins again at the back.
+async fn simulate_crowd(store: Arc<dyn Store>, crowd: u64) {
+    let mut visitors: Vec<(String, Duration)> = Vec::new();
+    let mut timer = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        timer.tick().await;
+        let now = now_ms();
+        while (visitors.len() as u64) < crowd {
+            let user = format!("simulated-{}", random_id());
+            match store.join(&user, &random_id(), now).await {
+                Ok(outcome) => {
+                    let shopping =
+                        Duration::from_millis(rand::thread_rng().gen_range(1_000..6_000));
+                    visitors.push((outcome.view.session.id, shopping));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "simulated visitor cannot join");
+                    break;
+                }
+            }
+        }
+        let mut still_here = Vec::with_capacity(visitors.len());
+        for (sid, shopping) in visitors.drain(..) {
+            match store
+                .session(&sid, Some(now))
+                .await
+                .map(|v| v.session.state)
+            {
+                Ok(SessionState::Waiting) => still_here.push((sid, shopping)),
+                Ok(SessionState::Active { admitted_at, .. }) => {
+                    if now - admitted_at >= shopping.as_millis() as i64 {
+                        let _ = store.complete(&sid, now).await;
+                    } else {
+                        still_here.push((sid, shopping));
+                    }
+                }
+                Ok(SessionState::Closed(_)) | Err(_) => {}
+            }
+        }
+        visitors = still_here;
+    }
+}
