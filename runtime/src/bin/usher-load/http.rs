@@ -172,7 +172,13 @@ impl Connector {
 }
 
 /// Builds a bodiless request. POST gets `Content-Length: 0`.
-pub fn request(method: &str, path: &str, host: &str, extra: &[(&str, &str)], close: bool) -> Vec<u8> {
+pub fn request(
+    method: &str,
+    path: &str,
+    host: &str,
+    extra: &[(&str, &str)],
+    close: bool,
+) -> Vec<u8> {
     let mut out = String::with_capacity(128 + path.len());
     out.push_str(method);
     out.push(' ');
@@ -229,7 +235,9 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head, HttpError> {
         .filter(|s| (100..1000).contains(s))
         .ok_or_else(|| HttpError::Protocol(format!("bad status line {status_line:?}")))?;
     if !version.starts_with("HTTP/1.") {
-        return Err(HttpError::Protocol(format!("bad status line {status_line:?}")));
+        return Err(HttpError::Protocol(format!(
+            "bad status line {status_line:?}"
+        )));
     }
     let mut close = version == "HTTP/1.0";
     let mut length = None;
@@ -404,7 +412,10 @@ impl Response {
 /// waits briefly for its FIN before dropping the socket: the side that
 /// closes first keeps the TIME_WAIT entry, and it is better kept by the
 /// server (where it costs no ephemeral port) than by the load generator.
-pub async fn one_shot(connector: &Connector, req: &[u8]) -> Result<(Response, Duration), HttpError> {
+pub async fn one_shot(
+    connector: &Connector,
+    req: &[u8],
+) -> Result<(Response, Duration), HttpError> {
     let mut stream = connector.connect().await?;
     let started = Instant::now();
     stream.write_all(req).await.map_err(HttpError::Io)?;

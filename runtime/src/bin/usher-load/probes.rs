@@ -106,7 +106,10 @@ impl BrokerMetrics {
 }
 
 /// Fetches and parses `GET /metrics`.
-pub async fn scrape_metrics(connector: &Connector, target: &Target) -> anyhow::Result<BrokerMetrics> {
+pub async fn scrape_metrics(
+    connector: &Connector,
+    target: &Target,
+) -> anyhow::Result<BrokerMetrics> {
     let req = request("GET", "/metrics", &target.host, &[], true);
     let (response, _) = tokio::time::timeout(PROBE_TIMEOUT, one_shot(connector, &req))
         .await
@@ -205,7 +208,8 @@ mod tests {
 Max cpu time              unlimited            unlimited            seconds   \n\
 Max open files            1024                 1048576              files     \n";
         assert_eq!(parse_nofile_soft(limits), Some(1024));
-        let unlimited = "Max open files            unlimited            unlimited            files\n";
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
         assert_eq!(parse_nofile_soft(unlimited), Some(u64::MAX));
         assert_eq!(parse_nofile_soft("nothing"), None);
     }
@@ -225,7 +229,10 @@ usher_broker_ticks_total_bogus 7
     #[test]
     fn prometheus_parsing() {
         assert_eq!(parse_metric(METRICS, "usher_connections"), Some(1500.0));
-        assert_eq!(parse_metric(METRICS, "usher_broker_ticks_total"), Some(123.0));
+        assert_eq!(
+            parse_metric(METRICS, "usher_broker_ticks_total"),
+            Some(123.0)
+        );
         assert_eq!(parse_metric(METRICS, "usher_missing"), None);
         let metrics = BrokerMetrics::parse(METRICS);
         assert_eq!(metrics.connections, Some(1500.0));

@@ -664,8 +664,10 @@ event: closed\ndata: {\"reason\":\"expired\"}\n\n";
         for cut1 in (0..wire.len()).step_by(3) {
             let cut2 = (cut1 + 11).min(wire.len());
             let mut stream = EventStream::new(BodyDecoder::Chunked(ChunkedDecoder::new()));
-            let (events, outcome) =
-                collect_stream(&mut stream, &[&wire[..cut1], &wire[cut1..cut2], &wire[cut2..]]);
+            let (events, outcome) = collect_stream(
+                &mut stream,
+                &[&wire[..cut1], &wire[cut1..cut2], &wire[cut2..]],
+            );
             assert_eq!(events, expected(), "cuts at {cut1}/{cut2}");
             assert_eq!(outcome, FeedOutcome::More);
         }

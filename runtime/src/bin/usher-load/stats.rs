@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(report.considered, 2);
         assert_eq!(report.spread.p50, Some(10_000));
         assert_eq!(report.spread.max, Some(30_000));
-        assert_eq!(broadcast_spread(&HashMap::new(), 0.99), SpreadReport::default());
+        assert_eq!(
+            broadcast_spread(&HashMap::new(), 0.99),
+            SpreadReport::default()
+        );
     }
 
     #[test]

@@ -1,0 +1,279 @@
+//! Shared by the integration tests: real `usher` processes against a real
+//! `redis-server`, and a small SSE client.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use usher_runtime::testing::{RedisServer, free_port};
+use usher_runtime::tokens::EntryTokenSigner;
+
+pub const ROOM: &str = "concert";
+
+/// A child process killed when dropped.
+pub struct Process(pub Child);
+
+impl Process {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Redis, a key file and the environment every `usher` process of a room shares.
+pub struct Room {
+    pub redis: RedisServer,
+    pub key_path: std::path::PathBuf,
+    pub env: Vec<(String, String)>,
+    _dir: TempDir,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Room {
+    /// A room whose processes get `extra` environment on top of the defaults.
+    pub fn new(extra: &[(&str, &str)]) -> Self {
+        let redis = RedisServer::start();
+        let dir =
+            std::env::temp_dir().join(format!("usher-test-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_path = dir.join("entry.pem");
+        std::fs::write(&key_path, EntryTokenSigner::generate_pem()).unwrap();
+        let mut env: Vec<(String, String)> = [
+            ("USHER_ROOM", ROOM.to_owned()),
+            ("USHER_REDIS_URL", redis.url()),
+            ("USHER_TOKEN_KEY", key_path.display().to_string()),
+            ("USHER_LOG", "warn".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        Room {
+            redis,
+            key_path,
+            env,
+            _dir: TempDir(dir),
+        }
+    }
+
+    fn spawn(&self, role: &str, port: u16, extra: &[(&str, &str)]) -> Process {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_usher"));
+        cmd.arg(role)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.env("USHER_LISTEN", format!("127.0.0.1:{port}"));
+        cmd.envs(extra.iter().copied());
+        cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+        Process(cmd.spawn().unwrap())
+    }
+
+    /// Starts a broker on `port` and waits until it is ready.
+    pub async fn broker_on(&self, port: u16, extra: &[(&str, &str)]) -> Process {
+        let process = self.spawn("broker", port, extra);
+        wait_ready(port).await;
+        process
+    }
+
+    pub async fn broker(&self, extra: &[(&str, &str)]) -> (Process, String) {
+        let port = free_port();
+        (
+            self.broker_on(port, extra).await,
+            format!("http://127.0.0.1:{port}"),
+        )
+    }
+
+    pub async fn dispatcher(&self, extra: &[(&str, &str)]) -> Process {
+        let port = free_port();
+        let process = self.spawn("dispatcher", port, extra);
+        wait_ready(port).await;
+        process
+    }
+
+    pub fn signer(&self) -> EntryTokenSigner {
+        EntryTokenSigner::from_file(self.key_path.to_str().unwrap()).unwrap()
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+}
+
+pub async fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process on port {port} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A joined session as the broker described it.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Joined {
+    pub session_id: String,
+    pub ticket: u64,
+    pub state: String,
+    pub position: Option<u64>,
+    pub waiting: u64,
+    pub session_token: String,
+    pub events_url: String,
+    pub status_url: String,
+}
+
+/// Joins as a new anonymous user.
+pub async fn join(client: &reqwest::Client, base: &str) -> Joined {
+    let response = client
+        .post(format!("{base}/v1/rooms/{ROOM}/queue"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "join failed: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+pub async fn room_stats(base: &str) -> serde_json::Value {
+    reqwest::get(format!("{base}/v1/rooms/{ROOM}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+/// An SSE stream read event by event.
+pub struct SseClient {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+    pub last_id: Option<String>,
+    pub comments: usize,
+}
+
+impl SseClient {
+    pub async fn connect(url: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = reqwest::Client::new()
+            .get(url)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "stream refused: {:?}",
+            response.text().await
+        );
+        SseClient {
+            stream: response.bytes_stream().boxed(),
+            buffer: String::new(),
+            last_id: None,
+            comments: 0,
+        }
+    }
+
+    /// The next event (skipping comments and `retry:`), or `None` when the
+    /// stream ends, fails, or nothing comes within `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Event {
+                    id: None,
+                    event: "message".into(),
+                    data: serde_json::Value::Null,
+                };
+                let mut has_data = false;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        event.id = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event.event = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        event.data = serde_json::from_str(v).unwrap();
+                        has_data = true;
+                    }
+                }
+                if has_data {
+                    if event.id.is_some() {
+                        self.last_id = event.id.clone();
+                    }
+                    return Some(event);
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??
+                .ok()?;
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next event of kind `kind`, skipping others.
+    pub async fn next_of(&mut self, kind: &str, within: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = self.next(left).await?;
+            if event.event == kind {
+                return Some(event);
+            }
+        }
+    }
+}
