@@ -147,10 +147,10 @@ async fn follow_from_snapshot(broker: &Arc<Broker>) -> crate::queue::Result<()> 
                     .settle(&sid, broker.fanout.closed_frame(reason)),
             }
         }
-        if changes.contains(&Change::Reconfigured) {
-            if let Some(config) = broker.store.config().await? {
-                broker.fanout.set_config(config);
-            }
+        if changes.contains(&Change::Reconfigured)
+            && let Some(config) = broker.store.config().await?
+        {
+            broker.fanout.set_config(config);
         }
         if changes.contains(&Change::Opened) {
             return Ok(());

@@ -129,7 +129,7 @@ fn decode_change(fields: &std::collections::HashMap<String, Value>) -> Result<(u
         let value = fields
             .get(name)
             .ok_or_else(|| malformed(format!("change lacks {name}")))?;
-        String::from_redis_value_ref(value).map_err(|e| malformed(e))
+        String::from_redis_value_ref(value).map_err(malformed)
     };
     let num = |name: &str| -> Result<i64> {
         get(name)?

@@ -170,37 +170,12 @@ fn spawn_complete(ctx: &Arc<Ctx>, path: String) {
 /// the event stream on a new one and read it until the task is aborted at
 /// the end of the run (or the stream ends by itself).
 pub async fn streaming_client(ctx: Arc<Ctx>) {
-    ctx.rec.join_started(Instant::now());
-    let result =
-        flatten(tokio::time::timeout(ctx.timeout, one_shot(&ctx.connector, &ctx.join_close)).await);
-    let Some(joined) = finish_join(&ctx, result) else {
+    // The join and stream-opening futures are large and short-lived; boxing
+    // them keeps them out of the long-lived task, which then holds little
+    // more than the socket and the parser state while the stream is held.
+    let Some((stream, leftover, body, mut state)) = Box::pin(setup_stream(&ctx)).await else {
         ctx.rec.settle();
         return;
-    };
-    let mut state = ClientState {
-        waiting_at_join: !joined.admitted(),
-        seen_position: false,
-        closed: None,
-        complete_path: ctx.complete_after.map(|_| joined.complete_path(&ctx.room)),
-    };
-    if joined.admitted() {
-        if let Some(path) = state.complete_path.take() {
-            spawn_complete(&ctx, path);
-        }
-    }
-    let opened =
-        flatten(tokio::time::timeout(ctx.timeout, open_stream(&ctx, &joined.events_url)).await);
-    drop(joined);
-    let (stream, leftover, body) = match opened {
-        Ok(opened) => opened,
-        Err(error) => {
-            ctx.rec
-                .streams_failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ctx.rec.error(&error);
-            ctx.rec.settle();
-            return;
-        }
     };
     let open = OpenStream::new(&ctx.rec);
     ctx.rec.settle();
@@ -213,6 +188,37 @@ pub async fn streaming_client(ctx: Arc<Ctx>) {
         }
     }
     drop(open);
+}
+
+/// Joins and opens the event stream, recording failures.
+async fn setup_stream(ctx: &Arc<Ctx>) -> Option<(TcpStream, Vec<u8>, BodyDecoder, ClientState)> {
+    ctx.rec.join_started(Instant::now());
+    let result =
+        flatten(tokio::time::timeout(ctx.timeout, one_shot(&ctx.connector, &ctx.join_close)).await);
+    let joined = finish_join(ctx, result)?;
+    let mut state = ClientState {
+        waiting_at_join: !joined.admitted(),
+        seen_position: false,
+        closed: None,
+        complete_path: ctx.complete_after.map(|_| joined.complete_path(&ctx.room)),
+    };
+    if joined.admitted()
+        && let Some(path) = state.complete_path.take()
+    {
+        spawn_complete(ctx, path);
+    }
+    let opened =
+        flatten(tokio::time::timeout(ctx.timeout, open_stream(ctx, &joined.events_url)).await);
+    match opened {
+        Ok((stream, leftover, body)) => Some((stream, leftover, body, state)),
+        Err(error) => {
+            ctx.rec
+                .streams_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.rec.error(&error);
+            None
+        }
+    }
 }
 
 /// The little a stream remembers between reads.
@@ -314,7 +320,11 @@ async fn read_stream(
         if state.closed.is_some() {
             return Ok(());
         }
-        stream.readable().await.map_err(HttpError::Io)?;
+        // `poll_read_ready` parks the waker in the socket's own slot; unlike
+        // the `readable()` future it adds nothing to the task's size.
+        std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+            .await
+            .map_err(HttpError::Io)?;
         let step = READ_BUF.with_borrow_mut(|buf| match stream.try_read(buf) {
             Ok(0) => Some(Ok(())),
             Ok(n) => match events.feed(&buf[..n], &mut |e| handle_event(ctx, state, e)) {
@@ -342,10 +352,10 @@ fn handle_event(ctx: &Arc<Ctx>, state: &mut ClientState, event: SseEvent<'_>) {
             // broker sends on connect rather than a live broadcast; its
             // arrival time says when the stream opened, not how fast the
             // broadcast fanned out, so it is left out of the spread.
-            if let Some(id) = event.id {
-                if state.seen_position {
-                    rec.position(id, Instant::now());
-                }
+            if let Some(id) = event.id
+                && state.seen_position
+            {
+                rec.position(id, Instant::now());
             }
             state.seen_position = true;
         }
@@ -399,10 +409,11 @@ pub async fn joins_only_worker(ctx: Arc<Ctx>, permits: Arc<Semaphore>) {
         // A timed-out exchange drops its connection; the next one reconnects.
         let result =
             flatten(tokio::time::timeout(ctx.timeout, conn.send(&ctx.join_keep_alive)).await);
-        if let Some(joined) = finish_join(&ctx, result) {
-            if joined.admitted() && ctx.complete_after.is_some() {
-                spawn_complete(&ctx, joined.complete_path(&ctx.room));
-            }
+        if let Some(joined) = finish_join(&ctx, result)
+            && joined.admitted()
+            && ctx.complete_after.is_some()
+        {
+            spawn_complete(&ctx, joined.complete_path(&ctx.room));
         }
         ctx.rec.settle();
     }

@@ -292,7 +292,7 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head, HttpError> {
 
 /// Reads more bytes into `buf`; `Ok(0)` means the peer closed.
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, HttpError> {
-    buf.reserve(4096);
+    buf.reserve(1024);
     stream.read_buf(buf).await.map_err(HttpError::Io)
 }
 

@@ -26,6 +26,7 @@ mod sse;
 mod stats;
 
 use std::collections::BTreeMap;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -34,26 +35,33 @@ use anyhow::Context;
 use clap::Parser;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
 use crate::clients::{Ctx, joins_only_worker, streaming_client};
-use crate::http::{Connector, HttpError, Target};
+use crate::http::{Connector, Target};
 use crate::probes::{BrokerMetrics, commandstats_delta};
-use crate::stats::{Report, Summary, broadcast_spread, round};
+use crate::stats::{Report, Summary, broadcast_spread, number, round};
 
 /// How often the join dispatcher wakes up.
 const DISPATCH_PERIOD: Duration = Duration::from_millis(10);
 /// A broadcast counts towards the spread when this share of the
 /// best-covered broadcast's clients received it.
 const SPREAD_COVERAGE: f64 = 0.99;
+/// Longest wait for aborted stream tasks to release their sockets.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// File descriptors kept in reserve beyond the connections.
 const FD_RESERVE: u64 = 100;
 
 /// Load generator and benchmark for the Usher waiting-room broker.
 #[derive(Debug, Parser)]
-#[command(name = "usher-load", version, about, long_about = None)]
+#[command(
+    name = "usher-load",
+    version,
+    about = "Load generator and benchmark for the Usher waiting-room broker",
+    after_help = "Many streams need a raised open-files limit: ulimit -n $(ulimit -Hn)"
+)]
 struct Args {
     /// Broker base URL (http only).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -106,7 +114,9 @@ struct Args {
     #[arg(long, value_name = "MS")]
     complete_after: Option<u64>,
 
-    /// Hard limit on the whole run, in seconds.
+    /// Safety limit on the run, in seconds: cuts the join phase and the hold
+    /// window short (the final probes and teardown take a few seconds more
+    /// at most).
     #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     max_seconds: u64,
 
@@ -137,7 +147,7 @@ fn non_negative_f64(s: &str) -> Result<f64, String> {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -146,18 +156,29 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    match try_main(&args) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("usher-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main(args: &Args) -> anyhow::Result<Report> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(args.threads))
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    let report = runtime.block_on(run(&args))?;
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.to_text());
-    }
-    Ok(())
+    runtime.block_on(run(args))
 }
 
 /// The broker-side readings taken at one edge of the hold window.
@@ -204,7 +225,9 @@ fn check_open_files(needed: u64) {
 
 /// The running clients.
 enum Workload {
-    Streaming(JoinSet<()>),
+    /// One task per user. Only abort handles are kept (a pointer each,
+    /// where a `JoinSet` entry costs several words per task).
+    Streaming(Vec<AbortHandle>),
     JoinsOnly {
         workers: JoinSet<()>,
         permits: Arc<Semaphore>,
@@ -214,7 +237,7 @@ enum Workload {
 impl Workload {
     fn start(ctx: &Arc<Ctx>, args: &Args) -> Self {
         if !args.joins_only {
-            return Self::Streaming(JoinSet::new());
+            return Self::Streaming(Vec::with_capacity(args.clients as usize));
         }
         let permits = Arc::new(Semaphore::new(0));
         let mut workers = JoinSet::new();
@@ -229,19 +252,25 @@ impl Workload {
         match self {
             Self::Streaming(tasks) => {
                 for _ in 0..n {
-                    tasks.spawn(streaming_client(Arc::clone(ctx)));
+                    tasks.push(tokio::spawn(streaming_client(Arc::clone(ctx))).abort_handle());
                 }
-                // Reap finished tasks so their results do not pile up.
-                while tasks.try_join_next().is_some() {}
             }
             Self::JoinsOnly { permits, .. } => permits.add_permits(n),
         }
     }
 
-    /// Closes every connection.
-    async fn shutdown(self) {
+    /// Stops every client and waits (briefly) until their sockets are closed.
+    async fn shutdown(self, ctx: &Ctx) {
         match self {
-            Self::Streaming(mut tasks) => tasks.shutdown().await,
+            Self::Streaming(tasks) => {
+                for task in &tasks {
+                    task.abort();
+                }
+                let give_up = Instant::now() + SHUTDOWN_WAIT;
+                while ctx.rec.streams_open.load(Ordering::Relaxed) > 0 && Instant::now() < give_up {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             Self::JoinsOnly {
                 mut workers,
                 permits,
@@ -365,45 +394,61 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     info!(hold_s = args.hold, "hold window");
     let hold_started = Instant::now();
     let edge_before = probe_edge(&ctx, args).await;
-    let hold_until = (hold_started + Duration::from_secs_f64(args.hold)).min(deadline);
-    tokio::time::sleep_until(hold_until).await;
+    let planned_end = hold_started + Duration::from_secs_f64(args.hold);
+    tokio::time::sleep_until(planned_end.min(deadline)).await;
     let held = ctx.rec.streams_open.load(Ordering::Relaxed).max(0);
+    let own_rss = probes::own_rss_kib();
     let (edge_after, rss_end) = tokio::join!(probe_edge(&ctx, args), async {
         broker_rss(args.broker_pid)
     });
     let hold_s = hold_started.elapsed().as_secs_f64();
-    let deadline_hit = !joins_complete || Instant::now() >= deadline;
 
     progress.abort();
-    workload.shutdown().await;
+    workload.shutdown(&ctx).await;
 
-    Ok(build_report(
-        args,
-        &ctx,
+    let readings = Readings {
         held,
         hold_s,
         rss_before,
         rss_end,
-        &edge_before,
-        &edge_after,
-        deadline_hit,
-        run_started.elapsed(),
-    ))
+        own_rss,
+        edge_before,
+        edge_after,
+        deadline_hit: !joins_complete || planned_end > deadline,
+        elapsed: run_started.elapsed(),
+    };
+    Ok(build_report(args, &ctx, &readings))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_report(
-    args: &Args,
-    ctx: &Ctx,
+/// What the run measured besides the recorder's counters.
+#[derive(Debug)]
+struct Readings {
+    /// Streams open at the end of the hold window.
     held: i64,
+    /// Length of the hold window including its probes.
     hold_s: f64,
     rss_before: Option<u64>,
     rss_end: Option<u64>,
-    edge_before: &Edge,
-    edge_after: &Edge,
+    own_rss: Option<u64>,
+    edge_before: Edge,
+    edge_after: Edge,
+    /// `--max-seconds` cut the join phase or the hold window short.
     deadline_hit: bool,
     elapsed: Duration,
-) -> Report {
+}
+
+fn build_report(args: &Args, ctx: &Ctx, readings: &Readings) -> Report {
+    let Readings {
+        held,
+        hold_s,
+        rss_before,
+        rss_end,
+        own_rss,
+        ref edge_before,
+        ref edge_after,
+        deadline_hit,
+        elapsed,
+    } = *readings;
     let rec = &ctx.rec;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut r = Report::default();
@@ -452,7 +497,7 @@ fn build_report(
         edge_after
             .metrics
             .and_then(|m| m.connections)
-            .map_or(Value::Null, Value::from),
+            .map_or(Value::Null, number),
     );
 
     if args.broker_pid.is_some() {
@@ -488,10 +533,7 @@ fn build_report(
         (Some(before), Some(after)) => Some(after - before),
         _ => None,
     };
-    r.push(
-        "broker_ticks_window",
-        ticks.map_or(Value::Null, |t| round(t, 0)),
-    );
+    r.push("broker_ticks_window", ticks.map_or(Value::Null, number));
     if args.redis_url.is_some() {
         let delta = match (&edge_before.redis, &edge_after.redis) {
             (Some(before), Some(after)) => Some(commandstats_delta(before, after)),
@@ -519,6 +561,7 @@ fn build_report(
     r.push("errors_timeout", load(&rec.errors_timeout));
     r.push("errors_protocol", load(&rec.errors_protocol));
     r.push("errors_http", json!(rec.errors_http()));
+    r.push("load_generator_rss_end_kib", own_rss);
     r.push("deadline_hit", deadline_hit);
     r.push("elapsed_s", round(elapsed.as_secs_f64(), 3));
     r
@@ -527,6 +570,7 @@ fn build_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::HttpError;
 
     #[test]
     fn cli_defaults_and_flags() {

@@ -28,6 +28,13 @@ pub fn read_rss_kib(pid: u32) -> anyhow::Result<u64> {
     parse_vmrss_kib(&status).with_context(|| format!("no VmRSS line in {path}"))
 }
 
+/// This process's own resident set size in KiB.
+pub fn own_rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| parse_vmrss_kib(&status))
+}
+
 /// Soft `Max open files` limit from the text of `/proc/self/limits`;
 /// `Some(u64::MAX)` when unlimited.
 pub fn parse_nofile_soft(limits: &str) -> Option<u64> {

@@ -101,6 +101,16 @@ pub fn round(x: f64, digits: i32) -> Value {
     Value::from((x * scale).round() / scale)
 }
 
+/// A number as an integer when it is one (counters and gauges scraped as
+/// floats), else as a float; null when not finite.
+pub fn number(x: f64) -> Value {
+    if x.is_finite() && x.fract() == 0.0 && x.abs() < 9.0e15 {
+        Value::from(x as i64)
+    } else {
+        round(x, 3)
+    }
+}
+
 /// Ordered key/value report, printed as `key: value` lines or one JSON object.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -267,5 +277,8 @@ mod tests {
         assert_eq!(round(1.23456, 2), Value::from(1.23));
         assert_eq!(round(f64::NAN, 2), Value::Null);
         assert_eq!(micros(Duration::from_secs(1)), 1_000_000);
+        assert_eq!(number(1992.0), Value::from(1992));
+        assert_eq!(number(2.5), Value::from(2.5));
+        assert_eq!(number(f64::INFINITY), Value::Null);
     }
 }

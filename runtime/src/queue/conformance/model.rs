@@ -135,10 +135,10 @@ impl Model {
     }
 
     fn touch(&mut self, sid: &str, now: Millis) {
-        if let Ok(entry) = self.find(sid) {
-            if entry.session.state == SessionState::Waiting {
-                entry.seen = entry.seen.max(now);
-            }
+        if let Ok(entry) = self.find(sid)
+            && entry.session.state == SessionState::Waiting
+        {
+            entry.seen = entry.seen.max(now);
         }
     }
 
@@ -222,10 +222,11 @@ impl Model {
             self.admit(&sid, now);
             report.admitted += 1;
         }
-        if let Some((tokens, at)) = self.tokens.filter(|_| self.config.admission_rate.is_some()) {
-            if self.config.queueing != Queueing::Passthrough {
-                self.tokens = Some((tokens - report.admitted as f64, at));
-            }
+        if self.config.admission_rate.is_some()
+            && self.config.queueing != Queueing::Passthrough
+            && let Some((tokens, at)) = self.tokens
+        {
+            self.tokens = Some((tokens - report.admitted as f64, at));
         }
         report
     }
@@ -267,12 +268,12 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         capacity: 2,
         admission_rate: None,
         session_duration_ms: 90_000,
-        queueing: if seed % 2 == 0 {
+        queueing: if seed.is_multiple_of(2) {
             Queueing::Random
         } else {
             Queueing::Fifo
         },
-        opens_at: (seed % 3 != 0).then_some(t0 + 30_000),
+        opens_at: (!seed.is_multiple_of(3)).then_some(t0 + 30_000),
         closes_at: (seed % 4 == 1).then_some(t0 + 500_000),
         paused: false,
         abandon_timeout_ms: 60_000,
