@@ -13,7 +13,7 @@ use crate::config::DemoArgs;
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
 use crate::queue::{MemoryStore, Queueing, RoomConfig, SessionState, Store};
-use crate::serve::{serve, shutdown_signal};
+use crate::serve::{listen, shutdown_signal};
 use crate::tokens::EntryTokenSigner;
 
 pub const DEMO_ROOM: &str = "demo";
@@ -64,7 +64,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "usher demo: open http://{}/ in a browser (room {DEMO_ROOM:?}, capacity {}, {} simulated visitors)",
         args.listen, args.capacity, args.simulate
     );
-    serve(args.listen, broker.start(), shutdown).await
+    let listener = listen(args.listen)?;
+    println!(
+        "usher demo: open http://{}/ in a browser (room {DEMO_ROOM:?}, capacity {}, {} simulated visitors)",
+        args.listen, args.capacity, args.simulate
+    );
+    broker.run(listener).await;
+    Ok(())
 }
 
 /// Keeps `crowd` simulated visitors in the room: each waits, is admitted,

@@ -6,6 +6,11 @@ use usher_runtime::config::{Cli, Command};
 use usher_runtime::tokens::EntryTokenSigner;
 use usher_runtime::{demo, serve};
 
+/// jemalloc returns freed memory to the system and fragments less than the
+/// system allocator under many long-lived connections.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

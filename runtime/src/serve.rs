@@ -38,12 +38,8 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-/// Serves `router` on `addr` until `shutdown` turns true.
-pub async fn serve(
-    addr: SocketAddr,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+/// Listens on `addr` with a deep backlog, which absorbs join bursts.
+pub fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
@@ -53,10 +49,18 @@ pub async fn serve(
     socket
         .bind(addr)
         .with_context(|| format!("cannot listen on {addr}"))?;
-    // A deep backlog absorbs join bursts.
     let listener = socket.listen(8192)?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, router)
+    Ok(listener)
+}
+
+/// Serves `router` on `addr` until `shutdown` turns true.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    axum::serve(listen(addr)?, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
@@ -128,9 +132,10 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         users,
         metrics,
         settings,
-        shutdown.clone(),
+        shutdown,
     );
-    serve(args.listen, broker.start(), shutdown).await
+    broker.run(listen(args.listen)?).await;
+    Ok(())
 }
 
 pub async fn run_dispatcher(args: DispatcherArgs) -> anyhow::Result<()> {

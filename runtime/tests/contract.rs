@@ -420,3 +420,77 @@ async fn leaving_and_the_closed_event() {
         "the stream ends after closed"
     );
 }
+
+#[tokio::test]
+async fn streams_work_on_fresh_and_kept_alive_connections() {
+    let room = Room::new(&[("USHER_PAUSED", "true")]);
+    let (_broker, base) = room.broker(&[]).await;
+    // The same client joins and streams: the stream rides the kept-alive
+    // connection of the join and is served by the router.
+    let client = reqwest::Client::new();
+    let user = join(&client, &base).await;
+    let mut kept =
+        SseClient::connect_with(&client, &format!("{base}{}", user.events_url), None).await;
+    assert_eq!(
+        kept.next_of("position", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .data["position"],
+        1
+    );
+    // A fresh connection is served by the listener's own stream path.
+    let mut fresh = SseClient::connect(&format!("{base}{}", user.events_url), None).await;
+    assert_eq!(
+        fresh
+            .next_of("position", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .data["position"],
+        1
+    );
+    // Both paths refuse a bad token with the same JSON error.
+    let bad = format!(
+        "{base}/v1/rooms/{ROOM}/sessions/{}/events?token=nope",
+        user.session_id
+    );
+    for client in [client.clone(), reqwest::Client::new()] {
+        let response = client.get(&bad).send().await.unwrap();
+        assert_eq!(
+            error_of(response).await,
+            (StatusCode::UNAUTHORIZED, "invalid_session_token".to_owned())
+        );
+    }
+    let oversized = reqwest::Client::new()
+        .get(&bad)
+        .header("x-filler", "y".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        oversized.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    // Both streams end with a closed event when the user leaves.
+    client
+        .delete(format!("{base}{}", user.status_url))
+        .send()
+        .await
+        .unwrap();
+    for stream in [&mut kept, &mut fresh] {
+        assert_eq!(
+            stream
+                .next_of("closed", Duration::from_secs(5))
+                .await
+                .unwrap()
+                .data["reason"],
+            "left"
+        );
+    }
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("usher_connections 0"), "{metrics}");
+}

@@ -15,8 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Broker;
 use super::error::{ApiError, ErrorCode};
-use super::fanout::Subscription;
-use super::sse::{ErrorData, KEEP_ALIVE, RETRY};
 use crate::auth::{self, SESSION_COOKIE, random_id};
 use crate::clock::{now_ms, rfc3339};
 use crate::queue::{SessionState, SessionView};
@@ -101,7 +99,12 @@ impl Broker {
     }
 
     /// Checks the room, the session id's shape and the session token.
-    fn check_session(&self, room: &str, sid: &str, token: Option<&str>) -> Result<(), ApiError> {
+    pub(super) fn check_session(
+        &self,
+        room: &str,
+        sid: &str,
+        token: Option<&str>,
+    ) -> Result<(), ApiError> {
         self.check_room(room)?;
         let well_formed = !sid.is_empty()
             && sid.len() <= 64
@@ -310,98 +313,31 @@ async fn complete(
     Ok(Json(broker.session_body(&view, None)).into_response())
 }
 
-/// The SSE stream of one session. It first sends the session's current
-/// state, so a client reconnecting (with or without `Last-Event-ID`) is
-/// never behind: its place lives in the store, not in the connection.
+/// The SSE stream of one session, for requests that reach it through the
+/// router (the listener serves most streams on its own, more leanly).
 async fn events(
     State(broker): Shared,
     Path((room, sid)): Path<(String, String)>,
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> ApiResult {
-    broker.check_session(&room, &sid, session_token(&query, &headers))?;
-    // Subscribe before reading, so no change between the two is missed.
-    let subscription = broker.fanout.subscribe(&sid);
-    let view = broker.store.session(&sid, Some(now_ms())).await?;
-    broker.show(&view);
-    let body = Body::from_stream(event_stream(
-        subscription,
-        broker.beats.subscribe(),
-        broker.shutdown.clone(),
-    ));
+    let feed = broker
+        .open_events(&room, &sid, session_token(&query, &headers))
+        .await?;
+    let chunks = stream::unfold(feed, |mut feed| async move {
+        feed.next()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), feed))
+    });
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
             (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
-        body,
+        Body::from_stream(chunks),
     )
         .into_response())
-}
-
-enum StreamStep {
-    Frame(Option<Arc<super::sse::Frame>>),
-    KeepAlive,
-    Stop,
-}
-
-struct StreamState {
-    greeting: Option<Bytes>,
-    subscription: Subscription,
-    beats: tokio::sync::watch::Receiver<u64>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-    finished: bool,
-}
-
-fn event_stream(
-    subscription: Subscription,
-    beats: tokio::sync::watch::Receiver<u64>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
-    let state = StreamState {
-        greeting: Some(Bytes::from_static(RETRY)),
-        subscription,
-        beats,
-        shutdown,
-        finished: false,
-    };
-    stream::unfold(state, |mut s| async move {
-        if let Some(greeting) = s.greeting.take() {
-            return Some((Ok(greeting), s));
-        }
-        loop {
-            if s.finished {
-                return None;
-            }
-            let next = tokio::select! {
-                changed = s.subscription.frames.changed() => match changed {
-                    Ok(()) => StreamStep::Frame(s.subscription.frames.borrow_and_update().clone()),
-                    Err(_) => StreamStep::Stop,
-                },
-                beat = s.beats.changed() => if beat.is_ok() { StreamStep::KeepAlive } else { StreamStep::Stop },
-                _ = s.shutdown.wait_for(|stop| *stop) => StreamStep::Frame(Some(shutting_down())),
-            };
-            match next {
-                StreamStep::Frame(Some(frame)) => {
-                    s.finished = frame.last;
-                    return Some((Ok(frame.bytes.clone()), s));
-                }
-                StreamStep::Frame(None) => {}
-                StreamStep::KeepAlive => return Some((Ok(Bytes::from_static(KEEP_ALIVE)), s)),
-                StreamStep::Stop => return None,
-            }
-        }
-    })
-}
-
-/// The last event of streams cut by a broker shutdown; clients reconnect.
-fn shutting_down() -> Arc<super::sse::Frame> {
-    let data = ErrorData {
-        code: "shutting_down",
-        message: "this broker is restarting; reconnect to keep your place".into(),
-    };
-    super::sse::frame(crate::metrics::EventKind::Error, 0, &data)
 }
 
 async fn room_stats(State(broker): Shared, Path(room): Path<String>) -> ApiResult {

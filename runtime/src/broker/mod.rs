@@ -5,8 +5,10 @@
 mod api;
 pub use self::api::valid_room_id;
 mod error;
+mod events;
 mod fanout;
 mod line;
+mod listener;
 mod sse;
 mod tasks;
 
@@ -14,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::sync::watch;
 
 pub use self::error::ApiError;
@@ -87,10 +88,11 @@ impl Broker {
         })
     }
 
-    /// Starts the background tasks and returns the HTTP routes.
-    pub fn start(self: &Arc<Self>) -> Router {
+    /// Starts the background tasks and serves HTTP on `listener` until shutdown.
+    pub async fn run(self: &Arc<Self>, listener: tokio::net::TcpListener) {
         tasks::spawn_all(self, &self.shutdown);
-        api::router(Arc::clone(self))
+        let router = api::router(Arc::clone(self));
+        listener::serve(listener, Arc::clone(self), router, self.shutdown.clone()).await;
     }
 
     fn entry_token(

@@ -209,9 +209,16 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(url: &str, last_event_id: Option<&str>) -> Self {
-        let mut request = reqwest::Client::new()
-            .get(url)
-            .header("accept", "text/event-stream");
+        Self::connect_with(&reqwest::Client::new(), url, last_event_id).await
+    }
+
+    /// Connects with `client`, which may reuse a kept-alive connection.
+    pub async fn connect_with(
+        client: &reqwest::Client,
+        url: &str,
+        last_event_id: Option<&str>,
+    ) -> Self {
+        let mut request = client.get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
