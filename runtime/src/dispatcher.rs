@@ -121,9 +121,16 @@ pub fn health_router(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> axum::Rout
     axum::Router::new()
         .route(
             "/metrics",
-            get(move || {
-                let text = metrics.render();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            get({
+                let store = Arc::clone(&store);
+                move || {
+                    let commands = store.commands_sent();
+                    metrics
+                        .store_commands
+                        .store(commands, std::sync::atomic::Ordering::Relaxed);
+                    let text = metrics.render();
+                    async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+                }
             }),
         )
         .route(

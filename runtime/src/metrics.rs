@@ -50,6 +50,8 @@ pub struct Metrics {
     pub last_broadcast_micros: AtomicU64,
     pub line_resyncs: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Commands this process sent to Redis.
+    pub store_commands: AtomicU64,
     /// The room's line as this process last saw it.
     pub waiting: AtomicU64,
     pub active: AtomicU64,
@@ -136,6 +138,12 @@ impl Metrics {
             "counter",
             "Failed store calls.",
             get(&self.store_errors),
+        );
+        metric(
+            "usher_store_commands_total",
+            "counter",
+            "Commands sent to Redis.",
+            get(&self.store_commands),
         );
         metric(
             "usher_waiting",

@@ -376,6 +376,11 @@ async fn jwks(State(broker): Shared) -> Response {
 }
 
 async fn render_metrics(State(broker): Shared) -> Response {
+    let commands = broker.store.commands_sent();
+    broker
+        .metrics
+        .store_commands
+        .store(commands, std::sync::atomic::Ordering::Relaxed);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         broker.metrics.render(),

@@ -19,6 +19,9 @@ const CHANGES_PER_READ: usize = 10_000;
 /// How long one read of the change stream may wait for news.
 const FOLLOW_BLOCK: Duration = Duration::from_secs(5);
 const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// Pause between reads of a busy change stream, so changes arrive in
+/// batches: at most ~100 reads a second however busy the room is.
+const FOLLOW_PACE: Duration = Duration::from_millis(10);
 
 /// Starts every background task; they stop when `shutdown` turns true.
 pub fn spawn_all(broker: &Arc<Broker>, shutdown: &watch::Receiver<bool>) {
@@ -130,6 +133,7 @@ async fn follow_from_snapshot(broker: &Arc<Broker>) -> crate::queue::Result<()> 
         }
         seq += batch.changes.len() as u64;
         cursor = batch.cursor;
+        let full = batch.changes.len() == CHANGES_PER_READ;
         let changes: Vec<Change> = batch.changes.into_iter().map(|(_, c)| c).collect();
         for notice in broker.fanout.apply(&changes, now_ms()) {
             match notice {
@@ -154,6 +158,9 @@ async fn follow_from_snapshot(broker: &Arc<Broker>) -> crate::queue::Result<()> 
         }
         if changes.contains(&Change::Opened) {
             return Ok(());
+        }
+        if !changes.is_empty() && !full {
+            tokio::time::sleep(FOLLOW_PACE).await;
         }
     }
 }

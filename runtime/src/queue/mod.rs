@@ -293,6 +293,10 @@ pub trait Store: Send + Sync + 'static {
     async fn report_broker(&self, broker_id: &str, connected: u64, now: Millis) -> Result<()>;
     /// Checks the store answers.
     async fn ping(&self) -> Result<()>;
+    /// Commands sent to the backing server so far (0 for in-process stores).
+    fn commands_sent(&self) -> u64 {
+        0
+    }
 }
 
 #[cfg(test)]

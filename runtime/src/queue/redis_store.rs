@@ -2,6 +2,7 @@
 //! keys, all under the `{room}` hash tag; brokers and dispatchers follow the
 //! room's change stream with XREAD.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -57,6 +58,8 @@ pub struct RedisStore {
     keys: Vec<String>,
     brokers_key: String,
     scripts: Scripts,
+    /// Commands sent, for the "Redis commands per broker tick" metric.
+    commands: AtomicU64,
 }
 
 /// The key prefix of a room; `{room}` is the Redis Cluster hash tag.
@@ -192,7 +195,14 @@ impl RedisStore {
             keys: SCRIPT_KEYS.iter().map(|k| format!("{prefix}{k}")).collect(),
             brokers_key: format!("{prefix}brokers"),
             scripts: Scripts::load(),
+            commands: AtomicU64::new(0),
         })
+    }
+
+    /// The shared connection, counting the command about to be sent.
+    fn conn(&self) -> ConnectionManager {
+        self.commands.fetch_add(1, Relaxed);
+        self.conn.clone()
     }
 
     async fn run(&self, script: &Script, args: &[String]) -> Result<Vec<Value>> {
@@ -233,7 +243,7 @@ impl Store for RedisStore {
     async fn config(&self) -> Result<Option<RoomConfig>> {
         let map: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
             .arg(&self.keys[0])
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         if map.is_empty() {
@@ -294,7 +304,7 @@ impl Store for RedisStore {
                 cmd.arg(now).arg(sid);
             }
             let _: i64 = cmd
-                .query_async(&mut self.conn.clone())
+                .query_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
         }
@@ -348,7 +358,10 @@ impl Store for RedisStore {
             .arg("STREAMS")
             .arg(self.events_key())
             .arg(cursor)
-            .query_async(&mut self.follow_conn.clone())
+            .query_async(&mut {
+                self.commands.fetch_add(1, Relaxed);
+                self.follow_conn.clone()
+            })
             .await
             .map_err(unavailable)?;
         let mut batch = ChangeBatch {
@@ -369,15 +382,19 @@ impl Store for RedisStore {
             .arg(&self.brokers_key)
             .arg(broker_id)
             .arg(format!("{connected}:{now}"))
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(())
     }
 
+    fn commands_sent(&self) -> u64 {
+        self.commands.load(Relaxed)
+    }
+
     async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(())

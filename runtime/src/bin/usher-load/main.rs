@@ -534,6 +534,25 @@ fn build_report(args: &Args, ctx: &Ctx, readings: &Readings) -> Report {
         _ => None,
     };
     r.push("broker_ticks_window", ticks.map_or(Value::Null, number));
+    // The broker's own Redis commands, whatever else uses the same Redis.
+    let broker_commands = match (
+        edge_before.metrics.and_then(|m| m.store_commands),
+        edge_after.metrics.and_then(|m| m.store_commands),
+    ) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
+    r.push(
+        "broker_redis_commands_window",
+        broker_commands.map_or(Value::Null, number),
+    );
+    r.push(
+        "broker_redis_commands_per_tick",
+        match (broker_commands, ticks) {
+            (Some(commands), Some(ticks)) if ticks > 0.0 => round(commands / ticks, 2),
+            _ => Value::Null,
+        },
+    );
     if args.redis_url.is_some() {
         let delta = match (&edge_before.redis, &edge_after.redis) {
             (Some(before), Some(after)) => Some(commandstats_delta(before, after)),

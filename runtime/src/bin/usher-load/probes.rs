@@ -101,6 +101,8 @@ pub struct BrokerMetrics {
     pub connections: Option<f64>,
     /// `usher_broker_ticks_total`: position broadcasts so far (counter).
     pub ticks: Option<f64>,
+    /// `usher_store_commands_total`: Redis commands the broker sent (counter).
+    pub store_commands: Option<f64>,
 }
 
 impl BrokerMetrics {
@@ -108,6 +110,7 @@ impl BrokerMetrics {
         Self {
             connections: parse_metric(text, "usher_connections"),
             ticks: parse_metric(text, "usher_broker_ticks_total"),
+            store_commands: parse_metric(text, "usher_store_commands_total"),
         }
     }
 }
