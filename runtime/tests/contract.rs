@@ -59,14 +59,7 @@ async fn a_user_joins_streams_is_admitted_and_completes() {
         .await
         .unwrap();
     assert_eq!(moved.data["position"], 1);
-    let status: Value = client
-        .get(format!("{base}{}", first.status_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get_json(&client, &format!("{base}{}", first.status_url)).await;
     assert_eq!(status["state"], "admitted");
 
     // Completing frees the slot at once: the second user is admitted.
@@ -84,12 +77,11 @@ async fn a_user_joins_streams_is_admitted_and_completes() {
         .await
         .unwrap();
     let token = admitted.data["entryToken"].as_str().unwrap();
-    let jwks: Value = reqwest::get(format!("{base}/.well-known/jwks.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = get_json(
+        &reqwest::Client::new(),
+        &format!("{base}/.well-known/jwks.json"),
+    )
+    .await;
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
     let key = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
@@ -112,12 +104,7 @@ async fn a_user_joins_streams_is_admitted_and_completes() {
         ),
         (Some(0), Some(1), Some(2))
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base).await;
     assert!(metrics.contains("usher_joins_total 2"), "{metrics}");
     assert!(
         metrics.contains("usher_events_sent_total{event=\"admitted\"} 1"),
@@ -255,25 +242,13 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     }
     let after = room_stats(&base).await;
     assert_eq!(before, after, "bad requests changed the room");
-    let alice_now: Value = client
-        .get(format!("{base}{}", alice.status_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alice_now: Value = get_json(&client, &format!("{base}{}", alice.status_url)).await;
     assert_eq!(
         (alice_now["state"].as_str(), alice_now["position"].as_u64()),
         (Some("waiting"), Some(1))
     );
     assert!(alice_now["pollAfterMs"].as_u64().unwrap() >= 1000);
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base).await;
     assert!(
         metrics.contains("usher_errors_total{code=\"wrong_session\"} 2"),
         "{metrics}"
@@ -486,11 +461,6 @@ async fn streams_work_on_fresh_and_kept_alive_connections() {
             "left"
         );
     }
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base).await;
     assert!(metrics.contains("usher_connections 0"), "{metrics}");
 }

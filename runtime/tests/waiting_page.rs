@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Process, TempDir, eventually, wait_ready};
+use common::{Process, TempDir, eventually, get_json, wait_ready};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -200,12 +200,7 @@ async fn a_visitor_waits_with_a_live_position_then_is_admitted() {
     browser
         .wait_for("!document.getElementById('closed').hidden")
         .await;
-    let stats: Value = reqwest::get(format!("{base}/v1/rooms/demo"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(&reqwest::Client::new(), &format!("{base}/v1/rooms/demo")).await;
     assert_eq!(
         (stats["active"].as_u64(), stats["admittedTotal"].as_u64()),
         (Some(0), Some(2))

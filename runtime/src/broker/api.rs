@@ -280,35 +280,39 @@ async fn join(
     Ok(response)
 }
 
-async fn status(
-    State(broker): Shared,
-    Path((room, sid)): Path<(String, String)>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> ApiResult {
-    broker.check_session(&room, &sid, session_token(&query, &headers))?;
+/// A session the request proved it holds (room, id shape and session token
+/// checked), or the error answer saying why not.
+struct HeldSession(String);
+
+impl axum::extract::FromRequestParts<Arc<Broker>> for HeldSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        broker: &Arc<Broker>,
+    ) -> Result<Self, ApiError> {
+        let Path((room, sid)) = Path::<(String, String)>::from_request_parts(parts, broker)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text()))?;
+        let Query(query) = Query::<TokenQuery>::from_request_parts(parts, broker)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+        broker.check_session(&room, &sid, session_token(&query, &parts.headers))?;
+        Ok(HeldSession(sid))
+    }
+}
+
+async fn status(State(broker): Shared, HeldSession(sid): HeldSession) -> ApiResult {
     let view = broker.store.session(&sid, Some(now_ms())).await?;
     Ok(Json(broker.session_body(&view, None)).into_response())
 }
 
-async fn leave(
-    State(broker): Shared,
-    Path((room, sid)): Path<(String, String)>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> ApiResult {
-    broker.check_session(&room, &sid, session_token(&query, &headers))?;
+async fn leave(State(broker): Shared, HeldSession(sid): HeldSession) -> ApiResult {
     let view = broker.store.leave(&sid, now_ms()).await?;
     Ok(Json(broker.session_body(&view, None)).into_response())
 }
 
-async fn complete(
-    State(broker): Shared,
-    Path((room, sid)): Path<(String, String)>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> ApiResult {
-    broker.check_session(&room, &sid, session_token(&query, &headers))?;
+async fn complete(State(broker): Shared, HeldSession(sid): HeldSession) -> ApiResult {
     let view = broker.store.complete(&sid, now_ms()).await?;
     Ok(Json(broker.session_body(&view, None)).into_response())
 }

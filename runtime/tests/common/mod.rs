@@ -183,6 +183,19 @@ pub async fn join(client: &reqwest::Client, base: &str) -> Joined {
     response.json().await.unwrap()
 }
 
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn room_stats(base: &str) -> serde_json::Value {
     reqwest::get(format!("{base}/v1/rooms/{ROOM}"))
         .await
