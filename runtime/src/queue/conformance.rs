@@ -116,7 +116,8 @@ async fn admission_follows_tickets_and_never_exceeds_capacity(store: &dyn Store)
     assert!(counts.opened);
 }
 
-async fn completing_frees_the_slot_at_once(store: &dyn Store) {
+/// A room of capacity 1 where `a` was admitted at T0 and `b` waits.
+async fn one_active_one_waiting(store: &dyn Store) {
     configured(
         store,
         RoomConfig {
@@ -128,6 +129,10 @@ async fn completing_frees_the_slot_at_once(store: &dyn Store) {
     join(store, "a", T0).await;
     join(store, "b", T0).await;
     store.tick(T0, 0).await.unwrap();
+}
+
+async fn completing_frees_the_slot_at_once(store: &dyn Store) {
+    one_active_one_waiting(store).await;
     let done = store.complete("sid-a", T0 + 1).await.unwrap();
     assert_eq!(
         done.session.state,
@@ -148,17 +153,7 @@ async fn completing_frees_the_slot_at_once(store: &dyn Store) {
 }
 
 async fn sessions_expire_after_their_duration(store: &dyn Store) {
-    configured(
-        store,
-        RoomConfig {
-            capacity: 1,
-            ..config()
-        },
-    )
-    .await;
-    join(store, "a", T0).await;
-    join(store, "b", T0).await;
-    store.tick(T0, 0).await.unwrap();
+    one_active_one_waiting(store).await;
     let SessionState::Active { expires_at, .. } = state(store, "a").await else {
         panic!("a should be active");
     };
@@ -177,17 +172,7 @@ async fn sessions_expire_after_their_duration(store: &dyn Store) {
 }
 
 async fn leaving_works_while_waiting_and_while_active(store: &dyn Store) {
-    configured(
-        store,
-        RoomConfig {
-            capacity: 1,
-            ..config()
-        },
-    )
-    .await;
-    join(store, "a", T0).await;
-    join(store, "b", T0).await;
-    store.tick(T0, 0).await.unwrap();
+    one_active_one_waiting(store).await;
     let left = store.leave("sid-b", T0 + 1).await.unwrap();
     assert_eq!(left.session.state, SessionState::Closed(CloseReason::Left));
     assert_eq!(left.waiting, 0);
