@@ -97,7 +97,7 @@ pub struct StoreArgs {
     /// The room (event) id: 1-63 lowercase letters, digits and dashes.
     #[arg(long, env = "USHER_ROOM")]
     pub room: String,
-    /// Redis (or Redis Cluster node) URL.
+    /// Redis URL: `redis://[user:password@]host:port/[db]`.
     #[arg(
         long,
         env = "USHER_REDIS_URL",
