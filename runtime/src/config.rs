@@ -161,6 +161,10 @@ pub struct BrokerArgs {
     /// PKCS#8 PEM private key (Ed25519 or P-256) that signs entry tokens.
     #[arg(long, env = "USHER_TOKEN_KEY")]
     pub token_key: String,
+    /// Earlier signing keys (comma-separated PEM paths) whose public keys
+    /// stay in the JWKS during a key rotation.
+    #[arg(long, env = "USHER_TOKEN_RETIRED_KEYS", value_delimiter = ',')]
+    pub token_retired_keys: Vec<String>,
     /// Names this broker in load reports; defaults to the host (pod) name.
     #[arg(long, env = "USHER_BROKER_ID")]
     pub broker_id: Option<String>,

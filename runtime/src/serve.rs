@@ -109,7 +109,11 @@ fn user_auth(args: &UserAuthArgs, signer: &EntryTokenSigner) -> anyhow::Result<U
 
 pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     let config = args.room.room_config().map_err(anyhow::Error::msg)?;
-    let signer = Arc::new(EntryTokenSigner::from_file(&args.token_key)?);
+    let mut signer = EntryTokenSigner::from_file(&args.token_key)?;
+    for path in &args.token_retired_keys {
+        signer.also_publish(&EntryTokenSigner::from_file(path)?);
+    }
+    let signer = Arc::new(signer);
     let users = user_auth(&args.users, &signer)?;
     let store = connect_store(&args.store, &config).await?;
     let shutdown = shutdown_signal();

@@ -46,6 +46,8 @@ pub struct EntryTokenSigner {
     key: EncodingKey,
     kid: String,
     jwk: serde_json::Value,
+    /// Public keys of earlier signing keys, still published during a rotation.
+    retired: Vec<serde_json::Value>,
     /// Secret material the derived HMAC keys come from.
     seed: Vec<u8>,
 }
@@ -73,6 +75,7 @@ impl EntryTokenSigner {
                 key: EncodingKey::from_ed_pem(pem.as_bytes())?,
                 kid,
                 jwk,
+                retired: Vec::new(),
                 seed: key.to_bytes().to_vec(),
             });
         }
@@ -91,6 +94,7 @@ impl EntryTokenSigner {
                 key: EncodingKey::from_ec_pem(pem.as_bytes())?,
                 kid,
                 jwk,
+                retired: Vec::new(),
                 seed: key.to_bytes().to_vec(),
             });
         }
@@ -117,9 +121,17 @@ impl EntryTokenSigner {
         Ok(jsonwebtoken::encode(&header, claims, &self.key)?)
     }
 
-    /// `/.well-known/jwks.json`.
+    /// Also publishes the public key of `retired` (an earlier signing key),
+    /// so tokens it signed keep verifying while a rotation completes.
+    pub fn also_publish(&mut self, retired: &EntryTokenSigner) {
+        self.retired.push(retired.jwk.clone());
+    }
+
+    /// `/.well-known/jwks.json`: the signing key first, then retired ones.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": [self.jwk] })
+        let keys: Vec<&serde_json::Value> =
+            std::iter::once(&self.jwk).chain(&self.retired).collect();
+        serde_json::json!({ "keys": keys })
     }
 
     /// A 32-byte secret for `purpose`, the same on every broker with this key.
@@ -194,6 +206,16 @@ mod tests {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_audience(&["concert"]);
         assert!(jsonwebtoken::decode::<EntryClaims>(&token, &key, &validation).is_err());
+    }
+
+    #[test]
+    fn retired_keys_stay_published_during_a_rotation() {
+        let old = EntryTokenSigner::generate();
+        let token = old.sign(&claims()).unwrap();
+        let mut new = EntryTokenSigner::generate();
+        new.also_publish(&old);
+        assert_eq!(new.jwks()["keys"].as_array().unwrap().len(), 2);
+        assert_eq!(verify_with_jwks(&new, &token), claims());
     }
 
     #[test]
