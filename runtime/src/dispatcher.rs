@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use crate::queue::{Change, Store};
+use crate::queue::{Change, LATEST, Store};
 
 /// How long one read of the change stream waits for a freed slot.
 const FOLLOW_BLOCK: Duration = Duration::from_secs(5);
@@ -82,17 +82,9 @@ impl Dispatcher {
 
     /// Follows the change stream and wakes the loop when a slot frees.
     async fn watch_for_freed_slots(self: Arc<Self>) {
-        let mut cursor = None;
+        let mut cursor = LATEST.to_owned();
         loop {
-            let current = match &cursor {
-                Some(c) => Ok(String::clone(c)),
-                None => self.store.snapshot().await.map(|s| s.cursor),
-            };
-            let batch = match current {
-                Ok(c) => self.store.changes(&c, 1000, FOLLOW_BLOCK).await,
-                Err(e) => Err(e),
-            };
-            match batch {
+            match self.store.changes(&cursor, 1000, FOLLOW_BLOCK).await {
                 Ok(batch) => {
                     if batch
                         .changes
@@ -101,11 +93,11 @@ impl Dispatcher {
                     {
                         self.slot_freed.notify_one();
                     }
-                    cursor = Some(batch.cursor);
+                    cursor = batch.cursor;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot follow the change stream");
-                    cursor = None;
+                    cursor = LATEST.to_owned();
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

@@ -473,6 +473,29 @@ async fn a_blocked_reader_wakes_on_a_change(store: &dyn Store) {
         }
     );
     assert_eq!(batch.unwrap().changes[0].1, Change::Joined { ticket: 1 });
+    // Reading from LATEST skips what happened before, and gives a cursor to go on from.
+    let (batch, _) = tokio::join!(
+        store.changes(LATEST, 10, std::time::Duration::from_secs(5)),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            join(store, "b", T0).await
+        }
+    );
+    let batch = batch.unwrap();
+    assert_eq!(batch.changes.len(), 1);
+    assert_eq!(batch.changes[0].1, Change::Joined { ticket: 2 });
+    join(store, "c", T0).await;
+    let next = store
+        .changes(&batch.cursor, 10, std::time::Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.changes
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect::<Vec<_>>(),
+        [Change::Joined { ticket: 3 }]
+    );
 }
 
 async fn users_with_odd_names_are_kept_intact(store: &dyn Store) {

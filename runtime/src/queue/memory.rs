@@ -420,9 +420,13 @@ impl Store for MemoryStore {
     }
 
     async fn changes(&self, cursor: &str, max: usize, block: Duration) -> Result<ChangeBatch> {
-        let after: u64 = cursor
-            .parse()
-            .map_err(|_| QueueError::Malformed(format!("bad cursor {cursor:?}")))?;
+        let after: u64 = if cursor == LATEST {
+            self.with_room(|r| r.change_seq)
+        } else {
+            cursor
+                .parse()
+                .map_err(|_| QueueError::Malformed(format!("bad cursor {cursor:?}")))?
+        };
         let deadline = tokio::time::Instant::now() + block;
         loop {
             let notified = self.changed.notified();

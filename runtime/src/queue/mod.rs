@@ -22,6 +22,9 @@ pub use self::redis_store::{RedisStore, room_key_prefix};
 /// Unix time in milliseconds.
 pub type Millis = i64;
 
+/// The change-stream cursor that means "only changes from now on".
+pub const LATEST: &str = "$";
+
 /// How long a closed session's record is kept (for late `closed` answers).
 pub const CLOSED_RECORD_RETENTION_MS: Millis = 3_600_000;
 /// The most sessions one dispatcher tick changes in each of its steps.
@@ -283,6 +286,7 @@ pub trait Store: Send + Sync + 'static {
     async fn counts(&self) -> Result<RoomCounts>;
     async fn snapshot(&self) -> Result<LineSnapshot>;
     /// Changes after `cursor`, waiting up to `block` for the first one.
+    /// The cursor [`LATEST`] means "from now on".
     async fn changes(
         &self,
         cursor: &str,
