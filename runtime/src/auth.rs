@@ -53,37 +53,63 @@ pub fn random_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn mac(secret: &[u8; 32], message: &[u8]) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(message);
-    mac
+/// HMAC keys: new signatures use the current key; signatures by any of the
+/// accepted keys verify (so a key rotation does not cut anybody off).
+#[derive(Clone)]
+pub struct MacKeys {
+    current: [u8; 32],
+    retired: Vec<[u8; 32]>,
 }
 
-fn sign(secret: &[u8; 32], message: &str) -> String {
-    URL_SAFE_NO_PAD.encode(mac(secret, message.as_bytes()).finalize().into_bytes())
-}
+impl MacKeys {
+    pub fn new(current: [u8; 32], retired: Vec<[u8; 32]>) -> Self {
+        MacKeys { current, retired }
+    }
 
-fn signature_matches(secret: &[u8; 32], message: &str, signature: &str) -> bool {
-    URL_SAFE_NO_PAD
-        .decode(signature)
-        .is_ok_and(|sig| mac(secret, message.as_bytes()).verify_slice(&sig).is_ok())
+    fn mac(key: &[u8; 32], message: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(message);
+        mac
+    }
+
+    fn sign(&self, message: &str) -> String {
+        URL_SAFE_NO_PAD.encode(
+            Self::mac(&self.current, message.as_bytes())
+                .finalize()
+                .into_bytes(),
+        )
+    }
+
+    /// Constant-time check of `signature` over `message` against every key.
+    fn verify(&self, message: &str, signature: &str) -> bool {
+        let Ok(signature) = URL_SAFE_NO_PAD.decode(signature) else {
+            return false;
+        };
+        std::iter::once(&self.current)
+            .chain(&self.retired)
+            .any(|key| {
+                Self::mac(key, message.as_bytes())
+                    .verify_slice(&signature)
+                    .is_ok()
+            })
+    }
 }
 
 /// Session tokens `room.sid.mac`: proof of holding one session of one room.
 #[derive(Clone)]
 pub struct SessionTokens {
-    secret: [u8; 32],
+    keys: MacKeys,
 }
 
 impl SessionTokens {
-    pub fn new(secret: [u8; 32]) -> Self {
-        SessionTokens { secret }
+    pub fn new(keys: MacKeys) -> Self {
+        SessionTokens { keys }
     }
 
     pub fn issue(&self, room: &str, sid: &str) -> String {
         let body = format!("{room}.{sid}");
-        let signature = sign(&self.secret, &body);
+        let signature = self.keys.sign(&body);
         format!("{body}.{signature}")
     }
 
@@ -93,7 +119,7 @@ impl SessionTokens {
         let (Some(signature), Some(body)) = (parts.next(), parts.next()) else {
             return Err(AuthError::InvalidSessionToken);
         };
-        if !signature_matches(&self.secret, body, signature) {
+        if !self.keys.verify(body, signature) {
             return Err(AuthError::InvalidSessionToken);
         }
         let (token_room, token_sid) = body.split_once('.').ok_or(AuthError::InvalidSessionToken)?;
@@ -122,7 +148,7 @@ struct UserClaims {
 /// How the broker tells users apart.
 pub enum UserAuth {
     /// A signed cookie names the user; newcomers get one.
-    Anonymous { secret: [u8; 32] },
+    Anonymous { keys: MacKeys },
     /// The platform's JWT (`Authorization: Bearer`) names the user in `sub`.
     Jwt {
         key: DecodingKey,
@@ -192,10 +218,10 @@ impl UserAuth {
         cookies: Option<&str>,
     ) -> Result<Identity, AuthError> {
         match self {
-            UserAuth::Anonymous { secret } => {
+            UserAuth::Anonymous { keys } => {
                 let known = cookie(cookies, USER_COOKIE).and_then(|value| {
                     let (id, signature) = value.split_once('.')?;
-                    signature_matches(secret, id, signature).then(|| id.to_owned())
+                    keys.verify(id, signature).then(|| id.to_owned())
                 });
                 Ok(match known {
                     Some(id) => Identity {
@@ -204,7 +230,7 @@ impl UserAuth {
                     },
                     None => {
                         let id = random_id();
-                        let value = format!("{id}.{}", sign(secret, &id));
+                        let value = format!("{id}.{}", keys.sign(&id));
                         Identity {
                             user: format!("anon:{id}"),
                             set_cookie: Some(format!(
@@ -232,6 +258,24 @@ impl UserAuth {
     }
 }
 
+/// Where a session token may come from, in the order to try them: `?token=`,
+/// the `usher_session` cookie, then `Authorization: Bearer` (which in JWT
+/// mode may instead carry the platform's token, so it comes last).
+pub fn session_token_candidates<'a>(
+    query_token: Option<&'a str>,
+    authorization: Option<&'a str>,
+    cookies: Option<&'a str>,
+) -> Vec<&'a str> {
+    [
+        query_token,
+        cookie(cookies, SESSION_COOKIE),
+        bearer(authorization),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer(authorization: Option<&str>) -> Option<&str> {
     let value = authorization?.trim();
@@ -254,7 +298,7 @@ mod tests {
 
     #[test]
     fn session_tokens_bind_room_and_session() {
-        let tokens = SessionTokens::new([7; 32]);
+        let tokens = SessionTokens::new(MacKeys::new([7; 32], vec![]));
         let token = tokens.issue("concert", "abc");
         assert_eq!(tokens.verify(&token, "concert", "abc"), Ok(()));
         assert_eq!(
@@ -270,7 +314,7 @@ mod tests {
             tokens.verify(&forged, "concert", "xyz"),
             Err(AuthError::InvalidSessionToken)
         );
-        let foreign = SessionTokens::new([8; 32]).issue("concert", "abc");
+        let foreign = SessionTokens::new(MacKeys::new([8; 32], vec![])).issue("concert", "abc");
         assert_eq!(
             tokens.verify(&foreign, "concert", "abc"),
             Err(AuthError::InvalidSessionToken)
@@ -283,7 +327,9 @@ mod tests {
 
     #[test]
     fn anonymous_users_keep_their_signed_cookie() {
-        let auth = UserAuth::Anonymous { secret: [1; 32] };
+        let auth = UserAuth::Anonymous {
+            keys: MacKeys::new([1; 32], vec![]),
+        };
         let first = auth.identify(None, None).unwrap();
         let set = first.set_cookie.unwrap();
         let value = set.split(';').next().unwrap();

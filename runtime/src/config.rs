@@ -66,6 +66,10 @@ pub struct RoomArgs {
     /// Drop waiting users whose client is gone (no stream, no poll) this long.
     #[arg(long, env = "USHER_ABANDON_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     pub abandon_timeout: Duration,
+    /// Orders configurations: a process never replaces the room's rules with
+    /// ones of a lower revision (an old pod restarting during a rollout).
+    #[arg(long, env = "USHER_CONFIG_REVISION", default_value_t = 0)]
+    pub config_revision: u64,
 }
 
 impl RoomArgs {
@@ -74,9 +78,6 @@ impl RoomArgs {
             && close <= open
         {
             return Err("closesAt must be after opensAt".into());
-        }
-        if self.session_duration.is_zero() || self.abandon_timeout.is_zero() {
-            return Err("durations must be positive".into());
         }
         Ok(RoomConfig {
             capacity: self.capacity,
@@ -87,6 +88,7 @@ impl RoomArgs {
             closes_at: self.closes_at,
             paused: self.paused,
             abandon_timeout_ms: self.abandon_timeout.as_millis() as i64,
+            revision: self.config_revision,
         })
     }
 }
@@ -203,9 +205,14 @@ pub struct DemoArgs {
     pub tick: Duration,
 }
 
+/// A positive duration such as `15m`, `90s` or `250ms`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration such as 15m or 90s: {e}"))
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration such as 15m or 90s: {e}"))?;
+    if duration.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -258,6 +265,7 @@ mod tests {
                 "--session-duration",
                 "soon",
             ],
+            vec!["usher", "dispatcher", "--room", "r", "--tick", "0s"],
             vec![
                 "usher",
                 "dispatcher",

@@ -31,11 +31,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             closes_at: None,
             paused: false,
             abandon_timeout_ms: ABANDON_TIMEOUT.as_millis() as i64,
+            revision: 0,
         })
         .await?;
     let signer = Arc::new(EntryTokenSigner::generate());
     let users = UserAuth::Anonymous {
-        secret: signer.derive_secret("anonymous-user"),
+        keys: signer.mac_keys("anonymous-user"),
     };
     let metrics = Arc::new(Metrics::default());
     let shutdown = shutdown_signal();

@@ -85,17 +85,23 @@ async fn connect_store(
     let store = RedisStore::connect(&args.redis_url, &args.room)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", args.redis_url))?;
-    store
+    let written = store
         .configure(config)
         .await
         .context("cannot write the room configuration")?;
+    if !written {
+        tracing::warn!(
+            revision = config.revision,
+            "the room has rules of a newer revision; keeping them"
+        );
+    }
     Ok(Arc::new(store))
 }
 
 fn user_auth(args: &UserAuthArgs, signer: &EntryTokenSigner) -> anyhow::Result<UserAuth> {
     if args.user_auth == "anonymous" {
         return Ok(UserAuth::Anonymous {
-            secret: signer.derive_secret("anonymous-user"),
+            keys: signer.mac_keys("anonymous-user"),
         });
     }
     let algorithm = args.user_jwt_alg.parse().context("unknown JWT algorithm")?;
@@ -111,7 +117,7 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     let config = args.room.room_config().map_err(anyhow::Error::msg)?;
     let mut signer = EntryTokenSigner::from_file(&args.token_key)?;
     for path in &args.token_retired_keys {
-        signer.also_publish(&EntryTokenSigner::from_file(path)?);
+        signer.retire(&EntryTokenSigner::from_file(path)?);
     }
     let signer = Arc::new(signer);
     let users = user_auth(&args.users, &signer)?;

@@ -11,6 +11,8 @@ use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::auth::MacKeys;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("cannot read the token key {path}: {source}")]
@@ -40,14 +42,20 @@ pub struct EntryClaims {
     pub jti: String,
 }
 
+/// What stays of an earlier signing key during a rotation.
+struct Retired {
+    jwk: serde_json::Value,
+    seed: Vec<u8>,
+}
+
 /// Signs entry tokens and publishes the matching public key.
 pub struct EntryTokenSigner {
     algorithm: Algorithm,
     key: EncodingKey,
     kid: String,
     jwk: serde_json::Value,
-    /// Public keys of earlier signing keys, still published during a rotation.
-    retired: Vec<serde_json::Value>,
+    /// Earlier signing keys, still published and accepted during a rotation.
+    retired: Vec<Retired>,
     /// Secret material the derived HMAC keys come from.
     seed: Vec<u8>,
 }
@@ -123,26 +131,41 @@ impl EntryTokenSigner {
 
     /// Also publishes the public key of `retired` (an earlier signing key),
     /// so tokens it signed keep verifying while a rotation completes.
-    pub fn also_publish(&mut self, retired: &EntryTokenSigner) {
-        self.retired.push(retired.jwk.clone());
+    /// Session tokens and cookies made with it keep verifying too.
+    pub fn retire(&mut self, retired: &EntryTokenSigner) {
+        self.retired.push(Retired {
+            jwk: retired.jwk.clone(),
+            seed: retired.seed.clone(),
+        });
     }
 
     /// `/.well-known/jwks.json`: the signing key first, then retired ones.
     pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<&serde_json::Value> =
-            std::iter::once(&self.jwk).chain(&self.retired).collect();
+        let keys: Vec<&serde_json::Value> = std::iter::once(&self.jwk)
+            .chain(self.retired.iter().map(|r| &r.jwk))
+            .collect();
         serde_json::json!({ "keys": keys })
     }
 
-    /// A 32-byte secret for `purpose`, the same on every broker with this key.
-    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
-        let mut hash = Sha256::new();
-        hash.update(b"usher/");
-        hash.update(purpose.as_bytes());
-        hash.update(b"/");
-        hash.update(&self.seed);
-        hash.finalize().into()
+    /// HMAC keys for `purpose` (session tokens, cookies): the same on every
+    /// broker with these keys; retired keys still verify.
+    pub fn mac_keys(&self, purpose: &str) -> MacKeys {
+        let retired = self
+            .retired
+            .iter()
+            .map(|r| derive(purpose, &r.seed))
+            .collect();
+        MacKeys::new(derive(purpose, &self.seed), retired)
     }
+}
+
+fn derive(purpose: &str, seed: &[u8]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(b"usher/");
+    hash.update(purpose.as_bytes());
+    hash.update(b"/");
+    hash.update(seed);
+    hash.finalize().into()
 }
 
 fn key_id(public: &[u8]) -> String {
@@ -213,9 +236,15 @@ mod tests {
         let old = EntryTokenSigner::generate();
         let token = old.sign(&claims()).unwrap();
         let mut new = EntryTokenSigner::generate();
-        new.also_publish(&old);
+        let session =
+            crate::auth::SessionTokens::new(old.mac_keys("session-token")).issue("r", "s");
+        new.retire(&old);
         assert_eq!(new.jwks()["keys"].as_array().unwrap().len(), 2);
         assert_eq!(verify_with_jwks(&new, &token), claims());
+        // Sessions begun under the old key go on under the new one.
+        let tokens = crate::auth::SessionTokens::new(new.mac_keys("session-token"));
+        assert_eq!(tokens.verify(&session, "r", "s"), Ok(()));
+        assert_ne!(tokens.issue("r", "s"), session);
     }
 
     #[test]
@@ -231,15 +260,21 @@ mod tests {
     }
 
     #[test]
-    fn derived_secrets_depend_on_key_and_purpose() {
+    fn derived_keys_depend_on_key_and_purpose() {
         let pem = EntryTokenSigner::generate_pem();
-        let a = EntryTokenSigner::from_pem(&pem).unwrap();
-        let b = EntryTokenSigner::from_pem(&pem).unwrap();
-        assert_eq!(a.derive_secret("x"), b.derive_secret("x"));
-        assert_ne!(a.derive_secret("x"), a.derive_secret("y"));
-        assert_ne!(
-            a.derive_secret("x"),
-            EntryTokenSigner::generate().derive_secret("x")
+        let a = crate::auth::SessionTokens::new(
+            EntryTokenSigner::from_pem(&pem).unwrap().mac_keys("x"),
         );
+        let b = crate::auth::SessionTokens::new(
+            EntryTokenSigner::from_pem(&pem).unwrap().mac_keys("x"),
+        );
+        let other_purpose = crate::auth::SessionTokens::new(
+            EntryTokenSigner::from_pem(&pem).unwrap().mac_keys("y"),
+        );
+        let other_key = crate::auth::SessionTokens::new(EntryTokenSigner::generate().mac_keys("x"));
+        let token = a.issue("r", "s");
+        assert_eq!(b.verify(&token, "r", "s"), Ok(()));
+        assert!(other_purpose.verify(&token, "r", "s").is_err());
+        assert!(other_key.verify(&token, "r", "s").is_err());
     }
 }

@@ -120,7 +120,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let alice = join(&client, &base).await;
     let bob = join(&client, &base).await;
     let before = room_stats(&base).await;
-    let tokens = SessionTokens::new(room.signer().derive_secret("session-token"));
+    let tokens = SessionTokens::new(room.signer().mac_keys("session-token"));
     let session = |j: &Joined| format!("{base}/v1/rooms/{ROOM}/sessions/{}", j.session_id);
 
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
@@ -310,6 +310,86 @@ async fn platform_jwts_identify_users_and_bad_ones_are_refused() {
         );
     }
     assert_eq!(room_stats(&base).await["waiting"], 1);
+
+    // A client that sends its platform JWT on every call still reaches its
+    // session through the session cookie, on both stream paths too.
+    let session = format!(
+        "{base}/v1/rooms/{ROOM}/sessions/{}",
+        first["sessionId"].as_str().unwrap()
+    );
+    let cookie = format!("usher_session={}", first["sessionToken"].as_str().unwrap());
+    let status = client
+        .get(&session)
+        .bearer_auth(&good)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    for client in [client.clone(), reqwest::Client::new()] {
+        let stream = client
+            .get(format!("{session}/events"))
+            .bearer_auth(&good)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn cookies_are_secure_behind_a_tls_proxy_and_bad_paths_get_json() {
+    let room = Room::new(&[("USHER_PAUSED", "true")]);
+    let (_broker, base) = room.broker(&[]).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{base}/v1/rooms/{ROOM}/queue"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<&str> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cookies.len(), 2);
+    assert!(
+        cookies.iter().all(|c| c.ends_with("; Secure")),
+        "{cookies:?}"
+    );
+    let plain = client
+        .post(format!("{base}/v1/rooms/{ROOM}/queue"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        plain
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|v| !v.to_str().unwrap().contains("Secure"))
+    );
+    for path in [
+        "/v1/rooms/%FF",
+        "/v1/rooms/%FF/queue",
+        "/v1/rooms/concert/sessions/%FF",
+        "/v1/rooms/concert/sessions/%FF/events",
+    ] {
+        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert!(
+            response.status().is_client_error(),
+            "{path}: {}",
+            response.status()
+        );
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: not JSON: {e}"));
+        assert!(body["code"].is_string(), "{path}: {body}");
+    }
 }
 
 #[tokio::test]

@@ -103,7 +103,7 @@ impl Broker {
         &self,
         room: &str,
         sid: &str,
-        token: Option<&str>,
+        tokens: &[&str],
     ) -> Result<(), ApiError> {
         self.check_room(room)?;
         let well_formed = !sid.is_empty()
@@ -118,8 +118,17 @@ impl Broker {
                 "session ids are up to 64 URL-safe characters",
             ));
         }
-        let token = token.ok_or(auth::AuthError::MissingSessionToken)?;
-        Ok(self.session_tokens.verify(token, room, sid)?)
+        // The first token that proves the session wins; else the first's error.
+        let mut first_error = None;
+        for token in tokens {
+            match self.session_tokens.verify(token, room, sid) {
+                Ok(()) => return Ok(()),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        Err(first_error
+            .unwrap_or(auth::AuthError::MissingSessionToken)
+            .into())
     }
 
     fn session_body(&self, view: &SessionView, token: Option<String>) -> SessionBody {
@@ -206,18 +215,13 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// The session token from `?token=`, the `Authorization` header or the cookie.
-fn session_token<'a>(query: &'a TokenQuery, headers: &'a HeaderMap) -> Option<&'a str> {
-    let text = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    query
-        .token
-        .as_deref()
-        .or_else(|| auth::bearer(text(header::AUTHORIZATION)))
-        .or_else(|| auth::cookie(text(header::COOKIE), SESSION_COOKIE))
+/// The session tokens a request carries, in the order to try them.
+fn session_tokens<'a>(query: &'a TokenQuery, headers: &'a HeaderMap) -> Vec<&'a str> {
+    auth::session_token_candidates(
+        query.token.as_deref(),
+        header_text(headers, header::AUTHORIZATION),
+        header_text(headers, header::COOKIE),
+    )
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -226,11 +230,10 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 
 async fn join(
     State(broker): Shared,
-    Path(room): Path<String>,
+    ServedRoom(room): ServedRoom,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    broker.check_room(&room)?;
     let body = body.map_err(|e| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -265,6 +268,12 @@ async fn join(
     } else {
         StatusCode::OK
     };
+    // Behind a TLS-terminating proxy, keep the cookies off plain HTTP.
+    let secure = header_text(
+        &headers,
+        header::HeaderName::from_static("x-forwarded-proto"),
+    )
+    .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
     let session_cookie =
         format!("{SESSION_COOKIE}={token}; Path=/v1/rooms/{room}/; HttpOnly; SameSite=Lax");
     let mut response = (
@@ -273,11 +282,34 @@ async fn join(
     )
         .into_response();
     for cookie in identity.set_cookie.into_iter().chain([session_cookie]) {
+        let cookie = if secure {
+            format!("{cookie}; Secure")
+        } else {
+            cookie
+        };
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
     }
     Ok(response)
+}
+
+/// The room of the path, checked to be the one this broker serves.
+struct ServedRoom(String);
+
+impl axum::extract::FromRequestParts<Arc<Broker>> for ServedRoom {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        broker: &Arc<Broker>,
+    ) -> Result<Self, ApiError> {
+        let Path(room) = Path::<String>::from_request_parts(parts, broker)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text()))?;
+        broker.check_room(&room)?;
+        Ok(ServedRoom(room))
+    }
 }
 
 /// A session the request proved it holds (room, id shape and session token
@@ -297,7 +329,7 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for HeldSession {
         let Query(query) = Query::<TokenQuery>::from_request_parts(parts, broker)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
-        broker.check_session(&room, &sid, session_token(&query, &parts.headers))?;
+        broker.check_session(&room, &sid, &session_tokens(&query, &parts.headers))?;
         Ok(HeldSession(sid))
     }
 }
@@ -319,15 +351,8 @@ async fn complete(State(broker): Shared, HeldSession(sid): HeldSession) -> ApiRe
 
 /// The SSE stream of one session, for requests that reach it through the
 /// router (the listener serves most streams on its own, more leanly).
-async fn events(
-    State(broker): Shared,
-    Path((room, sid)): Path<(String, String)>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let feed = broker
-        .open_events(&room, &sid, session_token(&query, &headers))
-        .await?;
+async fn events(State(broker): Shared, HeldSession(sid): HeldSession) -> ApiResult {
+    let feed = broker.open_events(&sid).await?;
     let chunks = stream::unfold(feed, |mut feed| async move {
         feed.next()
             .await
@@ -344,8 +369,7 @@ async fn events(
         .into_response())
 }
 
-async fn room_stats(State(broker): Shared, Path(room): Path<String>) -> ApiResult {
-    broker.check_room(&room)?;
+async fn room_stats(State(broker): Shared, _: ServedRoom) -> ApiResult {
     let config = broker
         .store
         .config()

@@ -17,17 +17,13 @@ impl Broker {
     /// Checks access to `sid` and subscribes to it. The feed first yields the
     /// session's current state, so a client reconnecting (with or without
     /// `Last-Event-ID`) is never behind: its place lives in the store.
-    pub(super) async fn open_events(
-        self: &Arc<Self>,
-        room: &str,
-        sid: &str,
-        token: Option<&str>,
-    ) -> Result<EventFeed, ApiError> {
-        self.check_session(room, sid, token)?;
+    /// `sid` must have been checked with [`Broker::check_session`].
+    pub(super) async fn open_events(self: &Arc<Self>, sid: &str) -> Result<EventFeed, ApiError> {
         // Subscribe before reading, so no change between the two is missed.
         let subscription = self.fanout.subscribe(sid);
+        let generation = self.fanout.generation();
         let view = self.store.session(sid, Some(now_ms())).await?;
-        self.show(&view);
+        self.show(&view, generation);
         Ok(EventFeed {
             greeting: true,
             subscription,

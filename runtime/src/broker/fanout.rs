@@ -60,6 +60,8 @@ struct State {
     line: LocalLine,
     /// The line has been loaded from a snapshot at least once.
     synced: bool,
+    /// Counts loads; a store read begun before a load may be stale.
+    generation: u64,
     /// Bumped on every applied change; a broadcast runs only when it moved.
     version: u64,
     broadcast_version: u64,
@@ -147,6 +149,10 @@ impl Fanout {
         )
     }
 
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     pub fn is_synced(&self) -> bool {
         self.lock().synced
     }
@@ -177,15 +183,21 @@ impl Fanout {
 
     /// Records that `sid` waits with `ticket` and sends its position now.
     /// `store_position` is used until the local line is loaded.
+    /// `generation` is [`Fanout::generation`] from before the store read: if
+    /// the line was reloaded since, the read may predate a shuffle or an
+    /// admission, and the reload re-reads the session anyway.
     pub fn set_waiting(
         &self,
         sid: &str,
         ticket: u64,
-        store_position: u64,
-        store_waiting: u64,
+        (store_position, store_waiting): (u64, u64),
+        generation: u64,
         now: Millis,
     ) {
         let mut state = self.lock();
+        if state.generation != generation {
+            return;
+        }
         let Some(sub) = state.subscribers.get(sid) else {
             return;
         };
@@ -228,18 +240,15 @@ impl Fanout {
     }
 
     /// Gives `sid` its final frame (admitted or closed). A closed session
-    /// stays closed; an admitted one may still close.
+    /// stays closed; an admitted one may still close; an admitted one is
+    /// told so once.
     pub fn settle(&self, sid: &str, frame: Arc<Frame>) {
         let mut state = self.lock();
         let Some(sub) = state.subscribers.get_mut(sid) else {
             return;
         };
-        let already_closed = sub
-            .frames
-            .borrow()
-            .as_ref()
-            .is_some_and(|f| f.kind == EventKind::Closed);
-        if already_closed {
+        let current = sub.frames.borrow().as_ref().map(|f| f.kind);
+        if current == Some(EventKind::Closed) || current == Some(frame.kind) {
             return;
         }
         sub.standing = Standing::Settled;
@@ -259,8 +268,9 @@ impl Fanout {
         )
     }
 
-    /// Loads the line from a snapshot and returns the subscribers whose
-    /// ticket changed or who are no longer waiting (the caller re-reads them).
+    /// Loads the line from a snapshot and returns the subscribers to re-read
+    /// from the store: changes before the snapshot were not seen, so any
+    /// session not known to be waiting in it may have moved on.
     pub fn load(&self, snapshot: &LineSnapshot) -> Vec<String> {
         let mut state = self.lock();
         let tickets: HashMap<&str, u64> = snapshot
@@ -270,15 +280,17 @@ impl Fanout {
             .collect();
         state.line = LocalLine::from_sorted(tickets.values().copied());
         state.synced = true;
+        state.generation += 1;
         state.version += 1;
         self.metrics.waiting.store(state.line.len(), Relaxed);
         let mut stale = Vec::new();
         for (sid, sub) in state.subscribers.iter_mut() {
-            if matches!(sub.standing, Standing::Waiting { .. }) {
-                match tickets.get(sid.as_str()) {
-                    Some(&now_ticket) => sub.standing = Standing::Waiting { ticket: now_ticket },
-                    None => stale.push(sid.clone()),
+            match (sub.standing, tickets.get(sid.as_str())) {
+                (Standing::Waiting { .. }, Some(&ticket)) => {
+                    sub.standing = Standing::Waiting { ticket }
                 }
+                (Standing::Settled, _) if sub.frames.borrow().as_ref().is_some_and(|f| f.last) => {}
+                _ => stale.push(sid.clone()),
             }
         }
         stale

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::Broker;
 use super::error::ApiError;
-use crate::auth::{self, SESSION_COOKIE};
+use crate::auth;
 
 /// The most a request head may take (long cookies and tokens included).
 const MAX_HEAD: usize = 16 * 1024;
@@ -28,6 +28,10 @@ const MAX_HEAD: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stream whose client takes longer than this to accept bytes is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A stream whose bytes stay unacknowledged this long is dead (a phone that
+/// vanished without closing): the kernel drops it, so the user stops
+/// counting as present and the abandon timeout can apply.
+const UNACKED_LIMIT: Duration = Duration::from_secs(45);
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,7 +81,8 @@ enum Head {
     Events {
         room: String,
         sid: String,
-        token: Option<String>,
+        /// Session token candidates, in the order to try them.
+        tokens: Vec<String>,
     },
     /// Anything else: hand the connection to the router.
     Other,
@@ -97,9 +102,14 @@ async fn handle(
         Ok(Err(None)) | Err(_) => return,
     };
     match head {
-        Head::Events { room, sid, token } => {
+        Head::Events { room, sid, tokens } => {
             drop(buffer);
-            match broker.open_events(&room, &sid, token.as_deref()).await {
+            let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            let opened = match broker.check_session(&room, &sid, &tokens) {
+                Ok(()) => broker.open_events(&sid).await,
+                Err(error) => Err(error),
+            };
+            match opened {
                 Ok(feed) => stream_events(stream, feed).await,
                 Err(error) => write_error(&mut stream, &broker, error).await,
             }
@@ -162,16 +172,19 @@ fn classify(request: &httparse::Request<'_, '_>) -> Head {
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
-    let token = query
+    let query_token = query
         .split('&')
         .find_map(|pair| pair.strip_prefix("token="))
-        .map(percent_decode)
-        .or_else(|| auth::bearer(header("authorization")).map(str::to_owned))
-        .or_else(|| auth::cookie(header("cookie"), SESSION_COOKIE).map(str::to_owned));
+        .map(percent_decode);
+    let tokens = auth::session_token_candidates(
+        query_token.as_deref(),
+        header("authorization"),
+        header("cookie"),
+    );
     Head::Events {
         room: room.to_owned(),
         sid: sid.to_owned(),
-        token,
+        tokens: tokens.into_iter().map(str::to_owned).collect(),
     }
 }
 
@@ -208,6 +221,7 @@ const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\
 /// Writes the feed to the socket until it ends or the client leaves. The
 /// body runs until the connection closes (no chunking needed).
 async fn stream_events(mut stream: TcpStream, mut feed: super::events::EventFeed) {
+    detect_dead_peers(&stream);
     if write(&mut stream, STREAM_HEAD).await.is_err() {
         return;
     }
@@ -222,6 +236,18 @@ async fn stream_events(mut stream: TcpStream, mut feed: super::events::EventFeed
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// TCP keep-alive probes find idle dead peers; the user timeout finds peers
+/// that stopped acknowledging what we send (keep-alive comments included).
+fn detect_dead_peers(stream: &TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    let _ = socket.set_tcp_keepalive(&probes);
+    #[cfg(target_os = "linux")]
+    let _ = socket.set_tcp_user_timeout(Some(UNACKED_LIMIT));
 }
 
 async fn write(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
@@ -348,27 +374,27 @@ mod tests {
 
     #[test]
     fn event_requests_are_recognised_with_their_token() {
-        let Head::Events { room, sid, token } = parse(
+        let Head::Events { room, sid, tokens } = parse(
             "GET /v1/rooms/r/sessions/s1/events?x=1&token=r.s1.m%2Bc HTTP/1.1\r\nHost: a\r\n\r\n",
         ) else {
             panic!("an events request")
         };
         assert_eq!(
-            (room.as_str(), sid.as_str(), token.as_deref()),
-            ("r", "s1", Some("r.s1.m+c"))
+            (room.as_str(), sid.as_str(), tokens),
+            ("r", "s1", vec!["r.s1.m+c".to_owned()])
         );
-        let Head::Events { token, .. } = parse(
-            "GET /v1/rooms/r/sessions/s1/events HTTP/1.1\r\nCookie: a=b; usher_session=tok\r\n\r\n",
+        let Head::Events { tokens, .. } = parse(
+            "GET /v1/rooms/r/sessions/s1/events HTTP/1.1\r\nAuthorization: Bearer jwt\r\nCookie: a=b; usher_session=tok\r\n\r\n",
         ) else {
             panic!("an events request")
         };
-        assert_eq!(token.as_deref(), Some("tok"));
-        let Head::Events { token, .. } =
+        assert_eq!(tokens, ["tok", "jwt"]);
+        let Head::Events { tokens, .. } =
             parse("GET /v1/rooms/r/sessions/s1/events HTTP/1.1\r\n\r\n")
         else {
             panic!("an events request")
         };
-        assert_eq!(token, None);
+        assert!(tokens.is_empty());
     }
 
     #[test]

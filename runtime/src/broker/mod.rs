@@ -73,7 +73,7 @@ impl Broker {
         settings: BrokerSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
-        let session_tokens = SessionTokens::new(signer.derive_secret("session-token"));
+        let session_tokens = SessionTokens::new(signer.mac_keys("session-token"));
         Arc::new(Broker {
             room,
             store,
@@ -130,13 +130,14 @@ impl Broker {
     }
 
     /// Tells a connected session what the store says of it.
-    fn show(&self, view: &SessionView) {
+    /// `generation` is the fanout's from before the store read.
+    fn show(&self, view: &SessionView, generation: u64) {
         let sid = &view.session.id;
         match view.session.state {
             SessionState::Waiting => {
-                let position = view.position.unwrap_or(1);
+                let store_view = (view.position.unwrap_or(1), view.waiting);
                 self.fanout
-                    .set_waiting(sid, view.session.ticket, position, view.waiting, now_ms());
+                    .set_waiting(sid, view.session.ticket, store_view, generation, now_ms());
             }
             SessionState::Active {
                 admitted_at,
@@ -153,8 +154,9 @@ impl Broker {
 
     /// Re-reads a connected session from the store and shows it.
     async fn refresh(&self, sid: &str) {
+        let generation = self.fanout.generation();
         match self.store.session(sid, None).await {
-            Ok(view) => self.show(&view),
+            Ok(view) => self.show(&view, generation),
             Err(e) => tracing::warn!(error = %e, "cannot refresh a session"),
         }
     }

@@ -21,6 +21,7 @@ fn config() -> RoomConfig {
         closes_at: None,
         paused: false,
         abandon_timeout_ms: 2 * MIN,
+        revision: 0,
     }
 }
 
@@ -66,6 +67,27 @@ async fn configuration_round_trips(store: &dyn Store) {
     };
     configured(store, config.clone()).await;
     assert_eq!(store.config().await.unwrap(), Some(config));
+}
+
+async fn older_revisions_never_replace_newer_rules(store: &dyn Store) {
+    let newer = RoomConfig {
+        revision: 5,
+        paused: true,
+        ..config()
+    };
+    assert!(store.configure(&newer).await.unwrap());
+    let older = RoomConfig {
+        revision: 4,
+        ..config()
+    };
+    assert!(!store.configure(&older).await.unwrap());
+    assert_eq!(store.config().await.unwrap(), Some(newer.clone()));
+    let same = RoomConfig {
+        capacity: 9,
+        ..newer
+    };
+    assert!(store.configure(&same).await.unwrap());
+    assert_eq!(store.config().await.unwrap().unwrap().capacity, 9);
 }
 
 async fn join_is_idempotent_and_positions_are_exact(store: &dyn Store) {
@@ -248,6 +270,28 @@ async fn admission_rate_is_never_exceeded(store: &dyn Store) {
         "only {} admitted in 150 s",
         admitted_at.len()
     );
+}
+
+/// Dispatchers whose clocks disagree must not earn the same credit twice.
+async fn rate_pacing_survives_skewed_clocks(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 100,
+            admission_rate: Some(60),
+            ..config()
+        },
+    )
+    .await;
+    for i in 0..10 {
+        join(store, &format!("u{i}"), T0).await;
+    }
+    let mut admitted = 0;
+    // One dispatcher at T0 and T0+1s; another, 1 s behind, in between.
+    for now in [T0, T0 + 1000, T0, T0 + 1000] {
+        admitted += store.tick(now, 0).await.unwrap().admitted;
+    }
+    assert_eq!(admitted, 2, "60/min allows one admission a second");
 }
 
 async fn pre_queue_waits_until_opening(store: &dyn Store) {
@@ -496,6 +540,18 @@ async fn a_blocked_reader_wakes_on_a_change(store: &dyn Store) {
             .collect::<Vec<_>>(),
         [Change::Joined { ticket: 3 }]
     );
+    // An empty read from LATEST still gives a cursor that misses nothing after it.
+    let idle = store
+        .changes(LATEST, 10, std::time::Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert!(idle.changes.is_empty());
+    join(store, "d", T0).await;
+    let after = store
+        .changes(&idle.cursor, 10, std::time::Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(after.changes.len(), 1);
 }
 
 async fn users_with_odd_names_are_kept_intact(store: &dyn Store) {
@@ -567,6 +623,7 @@ macro_rules! conformance {
 conformance!(
     unconfigured_room_refuses_joins,
     configuration_round_trips,
+    older_revisions_never_replace_newer_rules,
     join_is_idempotent_and_positions_are_exact,
     admission_follows_tickets_and_never_exceeds_capacity,
     completing_frees_the_slot_at_once,
@@ -574,6 +631,7 @@ conformance!(
     leaving_works_while_waiting_and_while_active,
     pause_stops_admissions_and_keeps_the_line,
     admission_rate_is_never_exceeded,
+    rate_pacing_survives_skewed_clocks,
     pre_queue_waits_until_opening,
     random_room_shuffles_the_pre_queue_once,
     passthrough_admits_at_once,

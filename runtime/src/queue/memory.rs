@@ -140,7 +140,7 @@ impl Room {
         };
         let (user, ticket) = (session.user.clone(), session.ticket);
         self.active.insert((expires_at, sid.to_owned()));
-        if config.admission_rate.is_some() {
+        if config.rate_limited() {
             self.admits.push_back(now);
         }
         self.admitted_total += 1;
@@ -177,7 +177,8 @@ impl Room {
                 }
             };
             self.tokens = tokens;
-            self.tokens_at = Some(now);
+            // Never moves back, so callers with skewed clocks cannot earn a second credit.
+            self.tokens_at = Some(self.tokens_at.map_or(now, |at| at.max(now)));
             budget = budget.min(tokens.floor() as u64);
         }
         budget.min(TICK_BATCH as u64)
@@ -264,7 +265,7 @@ impl Room {
             self.admit(sid, &config, now);
         }
         report.admitted = admitting.len() as u64;
-        if config.admission_rate.is_some() {
+        if config.rate_limited() {
             self.tokens -= report.admitted as f64;
         }
         report.more |= report.admitted == TICK_BATCH as u64;
@@ -354,12 +355,18 @@ impl Room {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn configure(&self, config: &RoomConfig) -> Result<()> {
-        self.with_room(|r| {
+    async fn configure(&self, config: &RoomConfig) -> Result<bool> {
+        Ok(self.with_room(|r| {
+            if r.config
+                .as_ref()
+                .is_some_and(|c| c.revision > config.revision)
+            {
+                return false;
+            }
             r.config = Some(config.clone());
             r.emit(Change::Reconfigured);
-        });
-        Ok(())
+            true
+        }))
     }
 
     async fn config(&self) -> Result<Option<RoomConfig>> {

@@ -97,6 +97,8 @@ pub struct RoomConfig {
     pub paused: bool,
     /// A waiting session unseen (no stream, no poll) this long is dropped.
     pub abandon_timeout_ms: Millis,
+    /// Rules of a lower revision never replace these (0 when unversioned).
+    pub revision: u64,
 }
 
 /// Why a session ended.
@@ -265,8 +267,9 @@ pub type Result<T, E = QueueError> = std::result::Result<T, E>;
 /// One room's queue, shared by any number of brokers and dispatchers.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Replaces the room's configuration.
-    async fn configure(&self, config: &RoomConfig) -> Result<()>;
+    /// Replaces the room's configuration, unless the one in place has a
+    /// higher revision; returns whether it was replaced.
+    async fn configure(&self, config: &RoomConfig) -> Result<bool>;
     /// The room's configuration, if it has one.
     async fn config(&self) -> Result<Option<RoomConfig>>;
     /// Joins `user`, idempotently: a user with a live session gets it back.
@@ -328,6 +331,11 @@ impl RoomConfig {
         } else {
             Phase::Open
         }
+    }
+
+    /// Admissions count against `admissionRate` (Passthrough ignores it).
+    pub fn rate_limited(&self) -> bool {
+        self.admission_rate.is_some() && self.queueing != Queueing::Passthrough
     }
 
     /// Admissions per second the rules allow when the line is long: the

@@ -219,6 +219,24 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    /// The id of the newest change, or `0-0` when there is none.
+    async fn last_change_id(&self) -> Result<String> {
+        let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.events_key())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(last
+            .ids
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |entry| entry.id))
+    }
+
     fn events_key(&self) -> &str {
         &self.keys[9]
     }
@@ -226,7 +244,7 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn configure(&self, c: &RoomConfig) -> Result<()> {
+    async fn configure(&self, c: &RoomConfig) -> Result<bool> {
         let args = [
             c.capacity.to_string(),
             c.admission_rate.unwrap_or(0).to_string(),
@@ -236,8 +254,11 @@ impl Store for RedisStore {
             c.closes_at.unwrap_or(0).to_string(),
             if c.paused { "1" } else { "0" }.to_owned(),
             c.abandon_timeout_ms.to_string(),
+            c.revision.to_string(),
         ];
-        check_status(&self.run(&self.scripts.configure, &args).await?)
+        let reply = self.run(&self.scripts.configure, &args).await?;
+        check_status(&reply)?;
+        Ok(field::<i64>(&reply, 1)? == 1)
     }
 
     async fn config(&self) -> Result<Option<RoomConfig>> {
@@ -267,6 +288,7 @@ impl Store for RedisStore {
             closes_at: optional(num("closes_at")?),
             paused: num("paused")? == 1,
             abandon_timeout_ms: num("abandon_ms")?,
+            revision: num("revision")? as u64,
         }))
     }
 
@@ -349,6 +371,13 @@ impl Store for RedisStore {
     }
 
     async fn changes(&self, cursor: &str, max: usize, block: Duration) -> Result<ChangeBatch> {
+        // XREAD's own `$` would come back as the cursor of an empty read and
+        // skip what happens before the next one: start from a real entry id.
+        let cursor = if cursor == LATEST {
+            &self.last_change_id().await?
+        } else {
+            cursor
+        };
         let block = block.min(MAX_BLOCK);
         let reply: Option<StreamReadReply> = redis::cmd("XREAD")
             .arg("COUNT")

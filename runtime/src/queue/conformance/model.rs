@@ -74,7 +74,7 @@ impl Model {
             expires_at: now + duration,
         };
         self.admitted_total += 1;
-        if self.config.admission_rate.is_some() {
+        if self.config.rate_limited() {
             self.admits.push(now);
         }
     }
@@ -207,7 +207,8 @@ impl Model {
                     }
                 };
                 budget = budget.min(tokens.floor() as u64);
-                self.tokens = Some((tokens, now));
+                let at = self.tokens.map_or(now, |(_, at)| at.max(now));
+                self.tokens = Some((tokens, at));
             }
         }
         let mut line: Vec<(u64, String)> = self
@@ -222,8 +223,7 @@ impl Model {
             self.admit(&sid, now);
             report.admitted += 1;
         }
-        if self.config.admission_rate.is_some()
-            && self.config.queueing != Queueing::Passthrough
+        if self.config.rate_limited()
             && let Some((tokens, at)) = self.tokens
         {
             self.tokens = Some((tokens - report.admitted as f64, at));
@@ -277,6 +277,7 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         closes_at: (seed % 4 == 1).then_some(t0 + 500_000),
         paused: false,
         abandon_timeout_ms: 60_000,
+        revision: 0,
     };
     store.configure(&base).await.unwrap();
     let mut model = Model {

@@ -88,7 +88,7 @@ local function admit(s, cfg, now)
   s.expires = now + cfg.session_ms
   save_session(s)
   redis.call('ZADD', K_ACTIVE, s.expires, s.sid)
-  if cfg.rate > 0 then redis.call('ZADD', K_ADMITS, now, s.sid) end
+  if cfg.rate > 0 and cfg.mode ~= 'Passthrough' then redis.call('ZADD', K_ADMITS, now, s.sid) end
   redis.call('HINCRBY', K_META, 'admitted_total', 1)
   emit('a', 's', s.sid, 'u', s.user, 't', int(s.ticket), 'aa', int(now), 'ex', int(s.expires))
 end

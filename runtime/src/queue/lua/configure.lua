@@ -1,8 +1,13 @@
--- ARGV: capacity rate session_ms mode opens_at closes_at paused abandon_ms
--- (rate, opens_at and closes_at are 0 when unset)
+-- ARGV: capacity rate session_ms mode opens_at closes_at paused abandon_ms revision
+-- (rate, opens_at and closes_at are 0 when unset). Returns { 'ok', 1 } when
+-- written, { 'ok', 0 } when rules of a higher revision are in place.
+local revision = tonumber(ARGV[9])
+if tonumber(redis.call('HGET', K_CFG, 'revision') or '0') > revision then
+  return { 'ok', 0 }
+end
 redis.call('DEL', K_CFG)
 redis.call('HSET', K_CFG, 'capacity', ARGV[1], 'rate', ARGV[2], 'session_ms', ARGV[3],
   'mode', ARGV[4], 'opens_at', ARGV[5], 'closes_at', ARGV[6], 'paused', ARGV[7],
-  'abandon_ms', ARGV[8])
+  'abandon_ms', ARGV[8], 'revision', ARGV[9])
 emit('c')
-return { 'ok' }
+return { 'ok', 1 }

@@ -74,7 +74,7 @@ if cfg.paused then return { 'ok', admitted, expired, abandoned, closed, more } e
 -- Admission budget: free slots, the rate window and a token bucket that
 -- spreads a minute's rate evenly (one second's worth of burst).
 local budget = BATCH
-local tokens = nil
+local tokens, tokens_at = nil, now
 if cfg.mode ~= 'Passthrough' then
   budget = math.min(budget, cfg.capacity - redis.call('ZCARD', K_ACTIVE))
   if cfg.rate > 0 then
@@ -85,6 +85,8 @@ if cfg.mode ~= 'Passthrough' then
     local at = tonumber(redis.call('HGET', K_META, 'tokens_at') or '')
     if at then
       tokens = math.min(burst, tonumber(redis.call('HGET', K_META, 'tokens')) + math.max(0, now - at) * cfg.rate / 60000)
+      -- Never moves back, so callers with skewed clocks cannot earn a second credit.
+      tokens_at = math.max(now, at)
     end
     budget = math.min(budget, math.floor(tokens))
   end
@@ -100,6 +102,6 @@ if budget > 0 then
   if admitted == BATCH then more = 1 end
 end
 if tokens then
-  redis.call('HSET', K_META, 'tokens', string.format('%.17g', tokens - admitted), 'tokens_at', int(now))
+  redis.call('HSET', K_META, 'tokens', string.format('%.17g', tokens - admitted), 'tokens_at', int(tokens_at))
 end
 return { 'ok', admitted, expired, abandoned, closed, more }
