@@ -541,6 +541,15 @@ async fn streams_work_on_fresh_and_kept_alive_connections() {
             "left"
         );
     }
-    let metrics = metrics_text(&base).await;
-    assert!(metrics.contains("usher_connections 0"), "{metrics}");
+    // Both streams are released on the server once they end.
+    eventually(Duration::from_secs(5), "no open streams", || {
+        let base = base.clone();
+        async move {
+            metrics_text(&base)
+                .await
+                .contains("usher_connections 0")
+                .then_some(())
+        }
+    })
+    .await;
 }

@@ -220,15 +220,12 @@ impl Fanout {
             position,
             now,
         );
-        let frame = sse::frame(
-            EventKind::Position,
-            state.broadcasts,
-            &PositionData {
-                position,
-                waiting,
-                eta_seconds: eta,
-            },
-        );
+        let frame = PositionData {
+            position,
+            waiting,
+            eta_seconds: eta,
+        }
+        .frame(state.broadcasts);
         let sub = state
             .subscribers
             .get_mut(sid)
@@ -388,11 +385,7 @@ impl Fanout {
                 waiting: state.line.len(),
                 eta_seconds: eta,
             };
-            sub.frames.send_replace(Some(sse::frame(
-                EventKind::Position,
-                state.broadcasts,
-                &data,
-            )));
+            sub.frames.send_replace(Some(data.frame(state.broadcasts)));
             sub.last_sent = Some((position, eta));
             sent += 1;
         }

@@ -35,12 +35,35 @@ pub fn frame(kind: EventKind, id: u64, data: &impl Serialize) -> Arc<Frame> {
     })
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+/// A `position` event's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PositionData {
     pub position: u64,
     pub waiting: u64,
     pub eta_seconds: Option<u64>,
+}
+
+impl PositionData {
+    /// The encoded event. Broadcasts make one per waiting session, so this
+    /// writes the JSON by hand in a single allocation.
+    pub fn frame(&self, id: u64) -> Arc<Frame> {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(96);
+        let _ = write!(
+            text,
+            "id: {id}\nevent: position\ndata: {{\"position\":{},\"waiting\":{},\"etaSeconds\":",
+            self.position, self.waiting
+        );
+        let _ = match self.eta_seconds {
+            Some(eta) => write!(text, "{eta}}}\n\n"),
+            None => write!(text, "null}}\n\n"),
+        };
+        Arc::new(Frame {
+            kind: EventKind::Position,
+            bytes: Bytes::from(text),
+            last: false,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -68,20 +91,34 @@ mod tests {
 
     #[test]
     fn frames_are_single_events() {
-        let f = frame(
-            EventKind::Position,
-            7,
-            &PositionData {
-                position: 3,
-                waiting: 9,
-                eta_seconds: None,
-            },
-        );
+        let f = PositionData {
+            position: 3,
+            waiting: 9,
+            eta_seconds: None,
+        }
+        .frame(7);
         assert_eq!(
             std::str::from_utf8(&f.bytes).unwrap_or_default(),
             "id: 7\nevent: position\ndata: {\"position\":3,\"waiting\":9,\"etaSeconds\":null}\n\n"
         );
         assert!(!f.last);
+        let f = PositionData {
+            position: 1,
+            waiting: 20,
+            eta_seconds: Some(42),
+        }
+        .frame(8);
+        let data = std::str::from_utf8(&f.bytes)
+            .unwrap_or_default()
+            .lines()
+            .nth(2)
+            .unwrap_or_default();
+        let json: serde_json::Value =
+            serde_json::from_str(data.trim_start_matches("data: ")).unwrap_or_default();
+        assert_eq!(
+            json,
+            serde_json::json!({"position": 1, "waiting": 20, "etaSeconds": 42})
+        );
         assert!(frame(EventKind::Closed, 8, &ClosedData { reason: "left" }).last);
     }
 }
