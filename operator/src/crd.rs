@@ -1,0 +1,308 @@
+//! The `WaitingRoom` custom resource: one per sale event.
+//!
+//! Invalid specs are refused by the API server itself: ranges and patterns
+//! come from the schema, cross-field rules are CEL (`x-kubernetes-validations`).
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, SecretKeySelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A virtual waiting room for one sale event.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "usher.dev",
+    version = "v1alpha1",
+    kind = "WaitingRoom",
+    plural = "waitingrooms",
+    shortname = "wr",
+    namespaced,
+    status = "WaitingRoomStatus",
+    printcolumn(name = "Event", type_ = "string", json_path = ".status.eventId"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Waiting", type_ = "integer", json_path = ".status.waiting"),
+    printcolumn(name = "Active", type_ = "integer", json_path = ".status.active"),
+    printcolumn(name = "Capacity", type_ = "integer", json_path = ".spec.capacity"),
+    printcolumn(
+        name = "Brokers",
+        type_ = "string",
+        json_path = ".status.brokers.summary"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.opensAt) || !has(self.closesAt) || timestamp(self.closesAt) > timestamp(self.opensAt)"
+).message("closesAt must be after opensAt"))]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingRoomSpec {
+    /// The event (room) id visitors join; defaults to the resource's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub event_id: Option<String>,
+    /// Most visitors admitted (active) at once.
+    #[schemars(range(min = 1))]
+    pub capacity: i32,
+    /// Most new admissions per minute; absent = bounded by capacity only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub admission_rate: Option<i32>,
+    /// How long an admitted visitor keeps the slot, e.g. `15m`, `90s`, `1h30m`.
+    #[serde(default = "default_session_duration")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub session_duration: String,
+    /// How joins are ordered and admitted.
+    #[serde(default)]
+    pub queueing: Queueing,
+    /// Before this instant (RFC 3339) visitors join a pre-queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub opens_at: Option<String>,
+    /// From this instant (RFC 3339) joins are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub closes_at: Option<String>,
+    /// Stops admissions and keeps the line.
+    #[serde(default)]
+    pub paused: bool,
+    /// Where the room's state lives.
+    pub redis: RedisSpec,
+    #[serde(default)]
+    pub broker: BrokerSpec,
+    #[serde(default)]
+    pub dispatcher: DispatcherSpec,
+}
+
+fn default_session_duration() -> String {
+    "15m".into()
+}
+
+/// How joins are ordered and admitted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Queueing {
+    /// First come, first served.
+    #[default]
+    #[serde(rename = "FIFO")]
+    Fifo,
+    /// The pre-queue is shuffled once at opening; FIFO after.
+    Random,
+    /// No line: everyone is admitted at once.
+    Passthrough,
+    /// New joins are refused; the line drains.
+    Reject,
+}
+
+/// The room's Redis: a URL, or a Secret key holding one.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("set exactly one of url and secretRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// `redis://host:port/` (no credentials: use secretRef for those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^redis://"))]
+    pub url: Option<String>,
+    /// A Secret key whose value is the Redis URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeySelector>,
+    /// What happens to the room's Redis keys when the WaitingRoom is deleted.
+    #[serde(default)]
+    pub on_delete: OnDelete,
+}
+
+/// What happens to the room's Redis keys when the WaitingRoom is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OnDelete {
+    /// Keep them (a room recreated with the same event id picks its line up again).
+    #[default]
+    Retain,
+    /// Delete them.
+    Delete,
+}
+
+/// The brokers: they hold the visitors' streams and scale with demand.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerSpec {
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Connected plus waiting visitors one broker is sized for.
+    #[serde(default = "default_connections_per_replica")]
+    #[schemars(range(min = 1))]
+    pub connections_per_replica: i32,
+    /// Container resources; sane defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for BrokerSpec {
+    fn default() -> Self {
+        BrokerSpec {
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            connections_per_replica: default_connections_per_replica(),
+            resources: None,
+        }
+    }
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+
+fn default_max_replicas() -> i32 {
+    20
+}
+
+fn default_connections_per_replica() -> i32 {
+    20_000
+}
+
+/// The dispatchers: they admit visitors; any number may run.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatcherSpec {
+    #[serde(default = "default_dispatcher_replicas")]
+    #[schemars(range(min = 1))]
+    pub replicas: i32,
+}
+
+impl Default for DispatcherSpec {
+    fn default() -> Self {
+        DispatcherSpec {
+            replicas: default_dispatcher_replicas(),
+        }
+    }
+}
+
+fn default_dispatcher_replicas() -> i32 {
+    1
+}
+
+/// Where a sale stands, as `kubectl get wr` shows it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingRoomStatus {
+    /// The event id in use (spec.eventId or the resource's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Visitors in line, read from Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<i64>,
+    /// Visitors admitted and active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_total: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_wait_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<BrokerStatus>,
+    /// The room's URL inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Being set up.
+    Pending,
+    /// Before opensAt: the pre-queue fills.
+    Scheduled,
+    Open,
+    Paused,
+    /// After closesAt.
+    Closed,
+    /// Something is wrong (see the conditions), e.g. Redis unreachable.
+    Degraded,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    pub desired: i32,
+    pub ready: i32,
+    /// `ready/desired`, for `kubectl get`.
+    pub summary: String,
+}
+
+impl WaitingRoom {
+    /// The event id in use: `spec.eventId`, else the resource's name.
+    pub fn event_id(&self) -> String {
+        self.spec
+            .event_id
+            .clone()
+            .unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+}
+
+/// The CRD as YAML, as `usher-operator crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&WaitingRoom::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_committed_crd_matches_the_rust_types() {
+        let committed = include_str!("../../crds/waitingroom.yaml");
+        assert!(
+            committed == crd_yaml().unwrap(),
+            "crds/waitingroom.yaml is stale: run `cargo run -p usher-operator -- crd > crds/waitingroom.yaml`"
+        );
+    }
+
+    #[test]
+    fn the_crd_carries_names_columns_and_rules() {
+        let yaml = crd_yaml().unwrap();
+        for needle in [
+            "shortNames:\n    - wr",
+            "name: WAITING".to_lowercase().as_str(),
+            "x-kubernetes-validations",
+            "closesAt must be after opensAt",
+            "minReplicas must not exceed maxReplicas",
+            "set exactly one of url and secretRef",
+            "status: {}",
+        ] {
+            assert!(
+                yaml.contains(needle) || yaml.to_lowercase().contains(&needle.to_lowercase()),
+                "missing {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_the_documented_defaults() {
+        let spec: WaitingRoomSpec = serde_json::from_value(serde_json::json!({
+            "capacity": 500,
+            "redis": {"url": "redis://redis:6379/"}
+        }))
+        .unwrap();
+        assert_eq!(spec.session_duration, "15m");
+        assert_eq!(spec.queueing, Queueing::Fifo);
+        assert_eq!(spec.redis.on_delete, OnDelete::Retain);
+        assert_eq!(
+            (spec.broker.min_replicas, spec.broker.max_replicas),
+            (2, 20)
+        );
+        assert_eq!(spec.broker.connections_per_replica, 20_000);
+        assert_eq!(spec.dispatcher.replicas, 1);
+    }
+}

@@ -1,0 +1,3 @@
+//! Usher's Kubernetes operator: one `WaitingRoom` per sale event.
+
+pub mod crd;
