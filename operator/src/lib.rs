@@ -1,3 +1,4 @@
 //! Usher's Kubernetes operator: one `WaitingRoom` per sale event.
 
+pub mod children;
 pub mod crd;

@@ -1,0 +1,241 @@
+//! The broker Deployment, its Service and PodDisruptionBudget.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    EnvVar, EnvVarSource, ObjectFieldSelector, SecretVolumeSource, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::pod::{RuntimeDeployment, annotations, resources};
+use super::secret::{KEY_FILE, MOUNT_PATH, secret_name};
+use super::{BROKER, Inputs, child_meta, child_name, env, selector};
+use crate::crd::WaitingRoom;
+
+/// The port brokers serve HTTP/SSE on.
+pub const PORT: i32 = 8080;
+/// Pod annotation carrying the entry-token key digest.
+pub const KEY_DIGEST_ANNOTATION: &str = "usher.dev/token-key-digest";
+
+pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
+    let mut env = env::room_env(room, inputs.config_revision);
+    env.push(EnvVar {
+        name: "USHER_LISTEN".into(),
+        value: Some(format!("0.0.0.0:{PORT}")),
+        value_from: None,
+    });
+    env.push(EnvVar {
+        name: "USHER_TOKEN_KEY".into(),
+        value: Some(format!("{MOUNT_PATH}/{KEY_FILE}")),
+        value_from: None,
+    });
+    env.push(EnvVar {
+        name: "USHER_BROKER_ID".into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+    });
+    let key_volume = Volume {
+        name: "token-key".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret_name(room)),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let key_mount = VolumeMount {
+        name: "token-key".into(),
+        mount_path: MOUNT_PATH.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    RuntimeDeployment {
+        role: BROKER,
+        replicas: inputs.broker_replicas,
+        image: inputs.image.clone(),
+        env,
+        port: ("http", PORT),
+        // About 3 KiB per stream: 20,000 streams fit well inside 512 MiB.
+        resources: room
+            .spec
+            .broker
+            .resources
+            .clone()
+            .unwrap_or_else(|| resources(("500m", "256Mi"), ("2", "1Gi"))),
+        volumes: vec![(key_volume, key_mount)],
+        annotations: annotations(
+            env::config_hash(room),
+            &[(KEY_DIGEST_ANNOTATION, inputs.token_key_digest.clone())],
+        ),
+    }
+    .build(room)
+}
+
+pub fn service(room: &WaitingRoom) -> Service {
+    Service {
+        metadata: child_meta(room, child_name(room, BROKER), BROKER),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(room, BROKER)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Voluntary disruptions (node drains) take one broker at a time.
+pub fn disruption_budget(room: &WaitingRoom) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: child_meta(room, child_name(room, BROKER), BROKER),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(room, BROKER)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// The room's URL inside the cluster.
+pub fn endpoint(room: &WaitingRoom) -> String {
+    let namespace = room.metadata.namespace.as_deref().unwrap_or("default");
+    format!(
+        "http://{}.{namespace}.svc:{PORT}/v1/rooms/{}",
+        child_name(room, BROKER),
+        room.event_id()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn the_broker_deployment_runs_the_broker_with_its_key_and_probes() {
+        let room = basic();
+        let deployment = deployment(&room, &inputs());
+        let spec = deployment.spec.as_ref().unwrap();
+        assert_eq!(deployment.metadata.name.as_deref(), Some("concert-broker"));
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.spec.as_ref().unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(container.args.as_deref(), Some(&["broker".to_owned()][..]));
+        assert_eq!(container.image.as_deref(), Some("usher:test"));
+        let env = container.env.as_ref().unwrap();
+        let get = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(
+            get("USHER_TOKEN_KEY").as_deref(),
+            Some("/etc/usher/keys/entry.pem")
+        );
+        assert_eq!(get("USHER_LISTEN").as_deref(), Some("0.0.0.0:8080"));
+        let readiness = container
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap();
+        assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+        assert_eq!(
+            pod.volumes.as_ref().unwrap()[0]
+                .secret
+                .as_ref()
+                .unwrap()
+                .secret_name
+                .as_deref(),
+            Some("concert-token-key")
+        );
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
+        assert_eq!(pod.topology_spread_constraints.as_ref().unwrap().len(), 2);
+        // The selector matches the pod labels.
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        for (k, v) in spec.selector.match_labels.as_ref().unwrap() {
+            assert_eq!(labels.get(k), Some(v));
+        }
+    }
+
+    #[test]
+    fn a_new_key_or_new_rules_roll_the_pods_and_scaling_does_not() {
+        let annotations = |room: &WaitingRoom, inputs: &Inputs| {
+            deployment(room, inputs)
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()
+        };
+        let base = annotations(&basic(), &inputs());
+        let rekeyed = annotations(
+            &basic(),
+            &Inputs {
+                token_key_digest: "new".into(),
+                ..inputs()
+            },
+        );
+        assert_ne!(base, rekeyed);
+        let mut paused_room = basic();
+        paused_room.spec.paused = true;
+        assert_ne!(base, annotations(&paused_room, &inputs()));
+        assert_eq!(
+            base,
+            annotations(
+                &basic(),
+                &Inputs {
+                    broker_replicas: 9,
+                    ..inputs()
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn service_budget_and_endpoint_point_at_the_brokers() {
+        let room = basic();
+        let service = service(&room);
+        assert_eq!(
+            service.spec.as_ref().unwrap().selector,
+            Some(selector(&room, BROKER))
+        );
+        assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8080);
+        assert_eq!(
+            disruption_budget(&room).spec.unwrap().max_unavailable,
+            Some(IntOrString::Int(1))
+        );
+        assert_eq!(
+            endpoint(&room),
+            "http://concert-broker.tickets.svc:8080/v1/rooms/concert"
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! The dispatcher Deployment.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::EnvVar;
+
+use super::pod::{RuntimeDeployment, annotations, resources};
+use super::{DISPATCHER, Inputs, env};
+use crate::crd::WaitingRoom;
+
+/// The port dispatchers serve /metrics, /healthz and /readyz on.
+pub const PORT: i32 = 9090;
+
+pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
+    let mut env = env::room_env(room, inputs.config_revision);
+    env.push(EnvVar {
+        name: "USHER_LISTEN".into(),
+        value: Some(format!("0.0.0.0:{PORT}")),
+        value_from: None,
+    });
+    RuntimeDeployment {
+        role: DISPATCHER,
+        replicas: room.spec.dispatcher.replicas,
+        image: inputs.image.clone(),
+        env,
+        port: ("metrics", PORT),
+        resources: resources(("100m", "64Mi"), ("1", "256Mi")),
+        volumes: Vec::new(),
+        annotations: annotations(env::config_hash(room), &[]),
+    }
+    .build(room)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn the_dispatcher_runs_as_many_as_the_spec_asks() {
+        let room = room(
+            serde_json::json!({"capacity": 5, "dispatcher": {"replicas": 2}, "redis": {"url": "redis://r:6379/"}}),
+        );
+        let deployment = deployment(&room, &inputs());
+        let spec = deployment.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let container = &spec.template.spec.unwrap().containers[0];
+        assert_eq!(
+            container.args.as_deref(),
+            Some(&["dispatcher".to_owned()][..])
+        );
+        assert!(
+            container
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|e| e.name != "USHER_TOKEN_KEY"),
+            "dispatchers need no key"
+        );
+        assert_eq!(
+            deployment.metadata.name.as_deref(),
+            Some("concert-dispatcher")
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! The runtime's configuration as pod environment (`USHER_*`), shared by
+//! both roles, and its digest (a change rolls the pods).
+
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{Queueing, WaitingRoom};
+
+fn plain(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The room's rules and where its Redis is: what every runtime pod gets.
+pub fn room_env(room: &WaitingRoom, config_revision: i64) -> Vec<EnvVar> {
+    let spec = &room.spec;
+    let queueing = match spec.queueing {
+        Queueing::Fifo => "FIFO",
+        Queueing::Random => "Random",
+        Queueing::Passthrough => "Passthrough",
+        Queueing::Reject => "Reject",
+    };
+    let mut env = vec![
+        plain("USHER_ROOM", room.event_id()),
+        redis_url(room),
+        plain("USHER_CAPACITY", spec.capacity.to_string()),
+        plain("USHER_SESSION_DURATION", spec.session_duration.clone()),
+        plain("USHER_QUEUEING", queueing),
+        plain("USHER_PAUSED", spec.paused.to_string()),
+        plain("USHER_CONFIG_REVISION", config_revision.to_string()),
+        plain("USHER_LOG_JSON", "true"),
+    ];
+    if let Some(rate) = spec.admission_rate {
+        env.push(plain("USHER_ADMISSION_RATE", rate.to_string()));
+    }
+    if let Some(at) = &spec.opens_at {
+        env.push(plain("USHER_OPENS_AT", at.clone()));
+    }
+    if let Some(at) = &spec.closes_at {
+        env.push(plain("USHER_CLOSES_AT", at.clone()));
+    }
+    env
+}
+
+fn redis_url(room: &WaitingRoom) -> EnvVar {
+    match (&room.spec.redis.url, &room.spec.redis.secret_ref) {
+        (_, Some(secret)) => EnvVar {
+            name: "USHER_REDIS_URL".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        (url, None) => plain("USHER_REDIS_URL", url.clone().unwrap_or_default()),
+    }
+}
+
+/// A short, stable digest of the room's runtime configuration.
+pub fn config_hash(room: &WaitingRoom) -> String {
+    // The revision is left out: it follows this hash, not the other way round.
+    let env = room_env(room, 0);
+    let text = serde_json::to_string(&env).unwrap_or_default();
+    Sha256::digest(text.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    fn value<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a str> {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_deref())
+    }
+
+    #[test]
+    fn every_rule_becomes_an_environment_variable() {
+        let room = room(serde_json::json!({
+            "capacity": 500, "admissionRate": 300, "sessionDuration": "10m", "queueing": "Random",
+            "opensAt": "2026-12-01T10:00:00Z", "closesAt": "2026-12-01T18:00:00Z", "paused": true,
+            "eventId": "concert-2026", "redis": {"url": "redis://redis:6379/"}
+        }));
+        let env = room_env(&room, 7);
+        for (name, expected) in [
+            ("USHER_ROOM", "concert-2026"),
+            ("USHER_REDIS_URL", "redis://redis:6379/"),
+            ("USHER_CAPACITY", "500"),
+            ("USHER_ADMISSION_RATE", "300"),
+            ("USHER_SESSION_DURATION", "10m"),
+            ("USHER_QUEUEING", "Random"),
+            ("USHER_OPENS_AT", "2026-12-01T10:00:00Z"),
+            ("USHER_CLOSES_AT", "2026-12-01T18:00:00Z"),
+            ("USHER_PAUSED", "true"),
+            ("USHER_CONFIG_REVISION", "7"),
+        ] {
+            assert_eq!(value(&env, name), Some(expected), "{name}");
+        }
+    }
+
+    #[test]
+    fn optional_rules_are_left_out_and_the_room_defaults_to_the_name() {
+        let env = room_env(&basic(), 1);
+        assert_eq!(value(&env, "USHER_ROOM"), Some("concert"));
+        assert!(value(&env, "USHER_OPENS_AT").is_none());
+        assert!(value(&env, "USHER_CLOSES_AT").is_none());
+    }
+
+    #[test]
+    fn a_redis_secret_is_referenced_not_copied() {
+        let room = room(
+            serde_json::json!({"capacity": 5, "redis": {"secretRef": {"name": "redis-creds", "key": "url"}}}),
+        );
+        let env = room_env(&room, 1);
+        let url = env
+            .iter()
+            .find(|e| e.name == "USHER_REDIS_URL")
+            .unwrap_or_else(|| panic!("no URL"));
+        assert_eq!(url.value, None);
+        let reference = url
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref());
+        assert_eq!(
+            reference.map(|r| (r.name.as_str(), r.key.as_str())),
+            Some(("redis-creds", "url"))
+        );
+    }
+
+    #[test]
+    fn the_hash_follows_the_rules_not_the_scaling_bounds() {
+        let base = basic();
+        let mut scaled = basic();
+        scaled.spec.broker.max_replicas = 50;
+        assert_eq!(config_hash(&base), config_hash(&scaled));
+        let mut paused = basic();
+        paused.spec.paused = true;
+        assert_ne!(config_hash(&base), config_hash(&paused));
+    }
+}

@@ -1,0 +1,78 @@
+//! The Secret holding a room's entry-token signing key. It is created once
+//! and never replaced by a reconcile: replacing it would change the key.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use sha2::{Digest, Sha256};
+
+use super::child_meta;
+use crate::crd::WaitingRoom;
+
+/// The key file's name inside the Secret and the mounted directory.
+pub const KEY_FILE: &str = "entry.pem";
+/// Where brokers find the Secret's files.
+pub const MOUNT_PATH: &str = "/etc/usher/keys";
+
+pub fn secret_name(room: &WaitingRoom) -> String {
+    super::child_name(room, "token-key")
+}
+
+/// A new Secret with a fresh Ed25519 key (PKCS#8 PEM).
+pub fn build(room: &WaitingRoom, pem: String) -> Secret {
+    Secret {
+        metadata: child_meta(room, secret_name(room), "token-key"),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            KEY_FILE.to_owned(),
+            ByteString(pem.into_bytes()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// A digest of the key in `secret`, placed on the broker pods so that a new
+/// key (a Secret deleted by hand and recreated) rolls them.
+pub fn key_digest(secret: &Secret) -> String {
+    let key = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(KEY_FILE))
+        .map(|b| b.0.as_slice())
+        .unwrap_or_default();
+    Sha256::digest(key)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn the_secret_is_owned_and_holds_the_key() {
+        let room = basic();
+        let secret = build(&room, "PEM".into());
+        assert_eq!(secret.metadata.name.as_deref(), Some("concert-token-key"));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("tickets"));
+        let owner = &secret
+            .metadata
+            .owner_references
+            .as_ref()
+            .map(|o| o[0].clone());
+        assert_eq!(
+            owner
+                .as_ref()
+                .map(|o| (o.kind.as_str(), o.uid.as_str(), o.controller)),
+            Some(("WaitingRoom", "u-1", Some(true)))
+        );
+        assert_eq!(key_digest(&secret), key_digest(&build(&room, "PEM".into())));
+        assert_ne!(
+            key_digest(&secret),
+            key_digest(&build(&room, "OTHER".into()))
+        );
+    }
+}
