@@ -138,6 +138,28 @@ async fn admission_follows_tickets_and_never_exceeds_capacity(store: &dyn Store)
     assert!(counts.opened);
 }
 
+async fn broker_reports_add_up_and_go_stale(store: &dyn Store) {
+    store.report_broker("b1", 120, T0).await.unwrap();
+    store.report_broker("b2", 30, T0 + 10).await.unwrap();
+    store.report_broker("b1", 100, T0 + 20).await.unwrap();
+    assert_eq!(store.connected(T0).await.unwrap(), 130);
+    assert_eq!(store.connected(T0 + 15).await.unwrap(), 100);
+}
+
+async fn purging_forgets_the_room(store: &dyn Store) {
+    configured(store, config()).await;
+    join(store, "a", T0).await;
+    store.report_broker("b1", 1, T0).await.unwrap();
+    store.purge().await.unwrap();
+    assert_eq!(store.config().await.unwrap(), None);
+    assert_eq!(store.counts().await.unwrap(), RoomCounts::default());
+    assert_eq!(store.connected(0).await.unwrap(), 0);
+    assert_eq!(
+        store.session("sid-a", None).await.unwrap_err(),
+        QueueError::UnknownSession
+    );
+}
+
 /// A room of capacity 1 where `a` was admitted at T0 and `b` waits.
 async fn one_active_one_waiting(store: &dyn Store) {
     configured(
@@ -641,4 +663,6 @@ conformance!(
     the_change_stream_tells_every_change_in_order,
     a_blocked_reader_wakes_on_a_change,
     users_with_odd_names_are_kept_intact,
+    broker_reports_add_up_and_go_stale,
+    purging_forgets_the_room,
 );

@@ -64,11 +64,6 @@ impl MemoryStore {
         }
         out
     }
-
-    /// How many brokers reported, and their connection total (for tests and demo).
-    pub fn broker_reports(&self) -> Vec<(String, u64)> {
-        self.with_room(|r| r.brokers.iter().map(|(k, v)| (k.clone(), v.0)).collect())
-    }
 }
 
 impl Room {
@@ -459,6 +454,21 @@ impl Store for MemoryStore {
 
     async fn report_broker(&self, broker_id: &str, connected: u64, now: Millis) -> Result<()> {
         self.with_room(|r| r.brokers.insert(broker_id.to_owned(), (connected, now)));
+        Ok(())
+    }
+
+    async fn connected(&self, since: Millis) -> Result<u64> {
+        Ok(self.with_room(|r| {
+            r.brokers
+                .values()
+                .filter(|(_, at)| *at >= since)
+                .map(|(n, _)| n)
+                .sum()
+        }))
+    }
+
+    async fn purge(&self) -> Result<()> {
+        self.with_room(|r| *r = Room::default());
         Ok(())
     }
 

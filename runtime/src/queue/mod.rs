@@ -298,6 +298,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<ChangeBatch>;
     /// Records how many streams a broker holds (read by the operator to scale).
     async fn report_broker(&self, broker_id: &str, connected: u64, now: Millis) -> Result<()>;
+    /// Streams held by brokers that reported since `since` (for scaling).
+    async fn connected(&self, since: Millis) -> Result<u64>;
+    /// Deletes every key of the room (the operator's `onDelete: Delete`).
+    async fn purge(&self) -> Result<()>;
     /// Checks the store answers.
     async fn ping(&self) -> Result<()>;
     /// Commands sent to the backing server so far (0 for in-process stores).

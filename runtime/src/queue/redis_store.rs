@@ -417,6 +417,34 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn connected(&self, since: Millis) -> Result<u64> {
+        let reports: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&self.brokers_key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(reports
+            .values()
+            .filter_map(|report| {
+                let (connected, at) = report.split_once(':')?;
+                let at: Millis = at.parse().ok()?;
+                (at >= since)
+                    .then(|| connected.parse::<u64>().ok())
+                    .flatten()
+            })
+            .sum())
+    }
+
+    async fn purge(&self) -> Result<()> {
+        let _: i64 = redis::cmd("DEL")
+            .arg(&self.keys)
+            .arg(&self.brokers_key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     fn commands_sent(&self) -> u64 {
         self.commands.load(Relaxed)
     }
