@@ -2,3 +2,5 @@
 
 pub mod children;
 pub mod crd;
+pub mod scaling;
+pub mod status;

@@ -1,0 +1,180 @@
+//! The WaitingRoom's status: phase and conditions from what the reconciler
+//! observed. Pure, so every transition is unit-tested.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use usher_runtime::queue::{Phase as RoomPhase, RoomConfig, RoomCounts};
+
+use crate::crd::{BrokerStatus, Phase, WaitingRoomStatus};
+
+/// What one reconcile saw.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// The room as Redis has it, or why Redis could not be read.
+    pub redis: Result<(RoomConfig, RoomCounts), String>,
+    pub brokers_desired: i32,
+    pub brokers_ready: i32,
+    pub dispatchers_ready: i32,
+    pub now_ms: i64,
+}
+
+/// Builds the status for `generation`, keeping condition transition times
+/// from `previous` when a condition did not change.
+pub fn build(
+    previous: Option<&WaitingRoomStatus>,
+    observed: &Observed,
+    generation: Option<i64>,
+    base: WaitingRoomStatus,
+    now: &Time,
+) -> WaitingRoomStatus {
+    let mut status = base;
+    status.observed_generation = generation;
+    status.brokers = Some(BrokerStatus {
+        desired: observed.brokers_desired,
+        ready: observed.brokers_ready,
+        summary: format!("{}/{}", observed.brokers_ready, observed.brokers_desired),
+    });
+    let scheduled = observed.brokers_ready > 0 && observed.dispatchers_ready > 0;
+    let (redis_ok, redis_message) = match &observed.redis {
+        Ok((config, counts)) => {
+            status.waiting = Some(counts.waiting as i64);
+            status.active = Some(counts.active as i64);
+            status.admitted_total = Some(counts.admitted_total as i64);
+            let per_second = config.nominal_admissions_per_second();
+            status.estimated_wait_seconds =
+                (per_second > 0.0 && config.phase(observed.now_ms) == RoomPhase::Open)
+                    .then(|| (counts.waiting as f64 / per_second).ceil() as i64);
+            (true, "Redis answers".to_owned())
+        }
+        Err(e) => (false, format!("cannot read the room from Redis: {e}")),
+    };
+    status.phase = Some(match &observed.redis {
+        Err(_) => Phase::Degraded,
+        Ok(_) if !scheduled => Phase::Pending,
+        Ok((config, _)) => match config.phase(observed.now_ms) {
+            RoomPhase::Scheduled => Phase::Scheduled,
+            RoomPhase::Open => Phase::Open,
+            RoomPhase::Paused => Phase::Paused,
+            RoomPhase::Closed => Phase::Closed,
+        },
+    });
+    let ready = redis_ok && scheduled;
+    let conditions = [
+        ("RedisReachable", redis_ok, if redis_ok { "Reachable" } else { "Unreachable" }, redis_message),
+        (
+            "Scheduled",
+            scheduled,
+            if scheduled { "PodsReady" } else { "PodsNotReady" },
+            format!(
+                "{}/{} brokers and {} dispatchers ready",
+                observed.brokers_ready, observed.brokers_desired, observed.dispatchers_ready
+            ),
+        ),
+        (
+            "Ready",
+            ready,
+            if ready { "Serving" } else { "NotServing" },
+            if ready { "visitors can join and are admitted".to_owned() } else { "see the other conditions".to_owned() },
+        ),
+    ];
+    let earlier = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    status.conditions = conditions
+        .into_iter()
+        .map(|(kind, ok, reason, message)| {
+            let state = if ok { "True" } else { "False" };
+            let since = earlier
+                .iter()
+                .find(|c| c.type_ == kind && c.status == state)
+                .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+            Condition {
+                type_: kind.into(),
+                status: state.into(),
+                reason: reason.into(),
+                message,
+                observed_generation: generation,
+                last_transition_time: since,
+            }
+        })
+        .collect();
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use usher_runtime::queue::Queueing;
+
+    fn config() -> RoomConfig {
+        RoomConfig {
+            capacity: 100,
+            admission_rate: None,
+            session_duration_ms: 100_000,
+            queueing: Queueing::Fifo,
+            opens_at: None,
+            closes_at: None,
+            paused: false,
+            abandon_timeout_ms: 120_000,
+            revision: 1,
+        }
+    }
+
+    fn observed(redis: Result<(RoomConfig, RoomCounts), String>) -> Observed {
+        Observed { redis, brokers_desired: 3, brokers_ready: 3, dispatchers_ready: 1, now_ms: 1_000 }
+    }
+
+    fn time(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn condition<'a>(status: &'a WaitingRoomStatus, kind: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    #[test]
+    fn an_open_room_reports_its_line_and_is_ready() {
+        let counts = RoomCounts { waiting: 1234, active: 100, admitted_total: 9000, opened: true };
+        let status = build(None, &observed(Ok((config(), counts))), Some(4), WaitingRoomStatus::default(), &time(10));
+        assert_eq!(status.phase, Some(Phase::Open));
+        assert_eq!((status.waiting, status.active, status.admitted_total), (Some(1234), Some(100), Some(9000)));
+        // 100 slots turned over every 100 s: one admission a second.
+        assert_eq!(status.estimated_wait_seconds, Some(1234));
+        assert_eq!(status.brokers.as_ref().unwrap().summary, "3/3");
+        assert_eq!(condition(&status, "Ready").status, "True");
+        assert_eq!(condition(&status, "Ready").observed_generation, Some(4));
+    }
+
+    #[test]
+    fn unreachable_redis_degrades_the_room_with_a_clear_message() {
+        let status = build(None, &observed(Err("connection refused".into())), Some(1), WaitingRoomStatus::default(), &time(10));
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        let redis = condition(&status, "RedisReachable");
+        assert_eq!((redis.status.as_str(), redis.reason.as_str()), ("False", "Unreachable"));
+        assert!(redis.message.contains("connection refused"));
+        assert_eq!(condition(&status, "Ready").status, "False");
+    }
+
+    #[test]
+    fn phases_follow_the_rules_and_the_pods() {
+        let counts = RoomCounts::default();
+        let paused = RoomConfig { paused: true, ..config() };
+        let status = build(None, &observed(Ok((paused, counts.clone()))), None, WaitingRoomStatus::default(), &time(1));
+        assert_eq!(status.phase, Some(Phase::Paused));
+        let later = RoomConfig { opens_at: Some(5_000), ..config() };
+        let status = build(None, &observed(Ok((later, counts.clone()))), None, WaitingRoomStatus::default(), &time(1));
+        assert_eq!(status.phase, Some(Phase::Scheduled));
+        let mut starting = observed(Ok((config(), counts)));
+        starting.brokers_ready = 0;
+        let status = build(None, &starting, None, WaitingRoomStatus::default(), &time(1));
+        assert_eq!(status.phase, Some(Phase::Pending));
+    }
+
+    #[test]
+    fn transition_times_move_only_when_a_condition_changes() {
+        let counts = RoomCounts::default();
+        let first = build(None, &observed(Ok((config(), counts.clone()))), Some(1), WaitingRoomStatus::default(), &time(10));
+        let same = build(Some(&first), &observed(Ok((config(), counts))), Some(1), WaitingRoomStatus::default(), &time(20));
+        assert_eq!(condition(&same, "Ready").last_transition_time, time(10));
+        let broken = build(Some(&same), &observed(Err("down".into())), Some(1), WaitingRoomStatus::default(), &time(30));
+        assert_eq!(condition(&broken, "Ready").last_transition_time, time(30));
+    }
+}
