@@ -27,10 +27,18 @@ impl ScaleHistory {
     /// Records `recommendation` at `now` and returns the replicas to run.
     pub fn desired(&mut self, now: i64, recommendation: i32) -> i32 {
         self.recent.push_back((now, recommendation));
-        while self.recent.front().is_some_and(|(at, _)| *at < now - SCALE_DOWN_WINDOW_MS) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _)| *at < now - SCALE_DOWN_WINDOW_MS)
+        {
             self.recent.pop_front();
         }
-        self.recent.iter().map(|(_, r)| *r).max().unwrap_or(recommendation)
+        self.recent
+            .iter()
+            .map(|(_, r)| *r)
+            .max()
+            .unwrap_or(recommendation)
     }
 }
 
@@ -39,7 +47,12 @@ mod tests {
     use super::*;
 
     fn spec(min: i32, max: i32, per: i32) -> BrokerSpec {
-        BrokerSpec { min_replicas: min, max_replicas: max, connections_per_replica: per, resources: None }
+        BrokerSpec {
+            min_replicas: min,
+            max_replicas: max,
+            connections_per_replica: per,
+            resources: None,
+        }
     }
 
     #[test]

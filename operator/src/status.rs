@@ -40,9 +40,9 @@ pub fn build(
             status.active = Some(counts.active as i64);
             status.admitted_total = Some(counts.admitted_total as i64);
             let per_second = config.nominal_admissions_per_second();
-            status.estimated_wait_seconds =
-                (per_second > 0.0 && config.phase(observed.now_ms) == RoomPhase::Open)
-                    .then(|| (counts.waiting as f64 / per_second).ceil() as i64);
+            status.estimated_wait_seconds = (per_second > 0.0
+                && config.phase(observed.now_ms) == RoomPhase::Open)
+                .then(|| (counts.waiting as f64 / per_second).ceil() as i64);
             (true, "Redis answers".to_owned())
         }
         Err(e) => (false, format!("cannot read the room from Redis: {e}")),
@@ -59,11 +59,20 @@ pub fn build(
     });
     let ready = redis_ok && scheduled;
     let conditions = [
-        ("RedisReachable", redis_ok, if redis_ok { "Reachable" } else { "Unreachable" }, redis_message),
+        (
+            "RedisReachable",
+            redis_ok,
+            if redis_ok { "Reachable" } else { "Unreachable" },
+            redis_message,
+        ),
         (
             "Scheduled",
             scheduled,
-            if scheduled { "PodsReady" } else { "PodsNotReady" },
+            if scheduled {
+                "PodsReady"
+            } else {
+                "PodsNotReady"
+            },
             format!(
                 "{}/{} brokers and {} dispatchers ready",
                 observed.brokers_ready, observed.brokers_desired, observed.dispatchers_ready
@@ -73,10 +82,16 @@ pub fn build(
             "Ready",
             ready,
             if ready { "Serving" } else { "NotServing" },
-            if ready { "visitors can join and are admitted".to_owned() } else { "see the other conditions".to_owned() },
+            if ready {
+                "visitors can join and are admitted".to_owned()
+            } else {
+                "see the other conditions".to_owned()
+            },
         ),
     ];
-    let earlier = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let earlier = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     status.conditions = conditions
         .into_iter()
         .map(|(kind, ok, reason, message)| {
@@ -119,7 +134,13 @@ mod tests {
     }
 
     fn observed(redis: Result<(RoomConfig, RoomCounts), String>) -> Observed {
-        Observed { redis, brokers_desired: 3, brokers_ready: 3, dispatchers_ready: 1, now_ms: 1_000 }
+        Observed {
+            redis,
+            brokers_desired: 3,
+            brokers_ready: 3,
+            dispatchers_ready: 1,
+            now_ms: 1_000,
+        }
     }
 
     fn time(secs: i64) -> Time {
@@ -132,10 +153,24 @@ mod tests {
 
     #[test]
     fn an_open_room_reports_its_line_and_is_ready() {
-        let counts = RoomCounts { waiting: 1234, active: 100, admitted_total: 9000, opened: true };
-        let status = build(None, &observed(Ok((config(), counts))), Some(4), WaitingRoomStatus::default(), &time(10));
+        let counts = RoomCounts {
+            waiting: 1234,
+            active: 100,
+            admitted_total: 9000,
+            opened: true,
+        };
+        let status = build(
+            None,
+            &observed(Ok((config(), counts))),
+            Some(4),
+            WaitingRoomStatus::default(),
+            &time(10),
+        );
         assert_eq!(status.phase, Some(Phase::Open));
-        assert_eq!((status.waiting, status.active, status.admitted_total), (Some(1234), Some(100), Some(9000)));
+        assert_eq!(
+            (status.waiting, status.active, status.admitted_total),
+            (Some(1234), Some(100), Some(9000))
+        );
         // 100 slots turned over every 100 s: one admission a second.
         assert_eq!(status.estimated_wait_seconds, Some(1234));
         assert_eq!(status.brokers.as_ref().unwrap().summary, "3/3");
@@ -145,10 +180,19 @@ mod tests {
 
     #[test]
     fn unreachable_redis_degrades_the_room_with_a_clear_message() {
-        let status = build(None, &observed(Err("connection refused".into())), Some(1), WaitingRoomStatus::default(), &time(10));
+        let status = build(
+            None,
+            &observed(Err("connection refused".into())),
+            Some(1),
+            WaitingRoomStatus::default(),
+            &time(10),
+        );
         assert_eq!(status.phase, Some(Phase::Degraded));
         let redis = condition(&status, "RedisReachable");
-        assert_eq!((redis.status.as_str(), redis.reason.as_str()), ("False", "Unreachable"));
+        assert_eq!(
+            (redis.status.as_str(), redis.reason.as_str()),
+            ("False", "Unreachable")
+        );
         assert!(redis.message.contains("connection refused"));
         assert_eq!(condition(&status, "Ready").status, "False");
     }
@@ -156,25 +200,67 @@ mod tests {
     #[test]
     fn phases_follow_the_rules_and_the_pods() {
         let counts = RoomCounts::default();
-        let paused = RoomConfig { paused: true, ..config() };
-        let status = build(None, &observed(Ok((paused, counts.clone()))), None, WaitingRoomStatus::default(), &time(1));
+        let paused = RoomConfig {
+            paused: true,
+            ..config()
+        };
+        let status = build(
+            None,
+            &observed(Ok((paused, counts.clone()))),
+            None,
+            WaitingRoomStatus::default(),
+            &time(1),
+        );
         assert_eq!(status.phase, Some(Phase::Paused));
-        let later = RoomConfig { opens_at: Some(5_000), ..config() };
-        let status = build(None, &observed(Ok((later, counts.clone()))), None, WaitingRoomStatus::default(), &time(1));
+        let later = RoomConfig {
+            opens_at: Some(5_000),
+            ..config()
+        };
+        let status = build(
+            None,
+            &observed(Ok((later, counts.clone()))),
+            None,
+            WaitingRoomStatus::default(),
+            &time(1),
+        );
         assert_eq!(status.phase, Some(Phase::Scheduled));
         let mut starting = observed(Ok((config(), counts)));
         starting.brokers_ready = 0;
-        let status = build(None, &starting, None, WaitingRoomStatus::default(), &time(1));
+        let status = build(
+            None,
+            &starting,
+            None,
+            WaitingRoomStatus::default(),
+            &time(1),
+        );
         assert_eq!(status.phase, Some(Phase::Pending));
     }
 
     #[test]
     fn transition_times_move_only_when_a_condition_changes() {
         let counts = RoomCounts::default();
-        let first = build(None, &observed(Ok((config(), counts.clone()))), Some(1), WaitingRoomStatus::default(), &time(10));
-        let same = build(Some(&first), &observed(Ok((config(), counts))), Some(1), WaitingRoomStatus::default(), &time(20));
+        let first = build(
+            None,
+            &observed(Ok((config(), counts.clone()))),
+            Some(1),
+            WaitingRoomStatus::default(),
+            &time(10),
+        );
+        let same = build(
+            Some(&first),
+            &observed(Ok((config(), counts))),
+            Some(1),
+            WaitingRoomStatus::default(),
+            &time(20),
+        );
         assert_eq!(condition(&same, "Ready").last_transition_time, time(10));
-        let broken = build(Some(&same), &observed(Err("down".into())), Some(1), WaitingRoomStatus::default(), &time(30));
+        let broken = build(
+            Some(&same),
+            &observed(Err("down".into())),
+            Some(1),
+            WaitingRoomStatus::default(),
+            &time(30),
+        );
         assert_eq!(condition(&broken, "Ready").last_transition_time, time(30));
     }
 }

@@ -1,0 +1,480 @@
+//! The reconciler: for each WaitingRoom, build the children (pure), apply
+//! them with server-side apply, then read the room from Redis and write the
+//! status when it changed. Runs again every few seconds for the status.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, info, warn};
+use usher_runtime::clock::now_ms;
+use usher_runtime::queue::{RedisStore, Store};
+use usher_runtime::tokens::EntryTokenSigner;
+
+use crate::children::{Inputs, broker, dispatcher, env, secret};
+use crate::crd::{OnDelete, Phase, WaitingRoom, WaitingRoomStatus};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::scaling::{self, ScaleHistory};
+use crate::status::{self, Observed};
+
+/// The field manager of every object the operator applies.
+pub const MANAGER: &str = "usher-operator";
+pub const FINALIZER: &str = "usher.dev/redis-keys";
+/// Broker load reports older than this are ignored.
+const REPORT_FRESHNESS_MS: i64 = 30_000;
+/// Redis calls from a reconcile give up after this.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+/// Failed attempts to delete a room's Redis keys before the finalizer lets go.
+const CLEANUP_ATTEMPTS: u32 = 5;
+
+/// Settings of the operator process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The runtime image for broker and dispatcher pods.
+    pub image: String,
+    /// How often each room's status is refreshed from Redis.
+    pub status_interval: Duration,
+}
+
+/// What a reconcile remembers of a room between runs.
+#[derive(Default)]
+struct Memory {
+    scale: ScaleHistory,
+    failures: u32,
+    cleanup_attempts: u32,
+}
+
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    rooms: Mutex<HashMap<String, Memory>>,
+    /// One Redis connection per (URL, event id).
+    stores: tokio::sync::Mutex<HashMap<(String, String), Arc<RedisStore>>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            rooms: Mutex::default(),
+            stores: tokio::sync::Mutex::default(),
+        })
+    }
+
+    fn memory<T>(&self, room: &WaitingRoom, f: impl FnOnce(&mut Memory) -> T) -> T {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        f(rooms.entry(room.uid().unwrap_or_default()).or_default())
+    }
+
+    async fn event(&self, room: &WaitingRoom, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &room.object_ref(&())).await {
+            warn!(error = %e, reason, "cannot record an event");
+        }
+    }
+
+    /// The room's Redis URL: from the spec, or from the referenced Secret.
+    async fn redis_url(&self, room: &WaitingRoom, namespace: &str) -> Result<String> {
+        let redis = &room.spec.redis;
+        if let Some(url) = &redis.url {
+            return Ok(url.clone());
+        }
+        let reference = redis
+            .secret_ref
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("redis needs url or secretRef".into()))?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = secrets.get(&reference.name).await?;
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&reference.key))
+            .ok_or_else(|| {
+                Error::InvalidSpec(format!(
+                    "Secret {} has no key {}",
+                    reference.name, reference.key
+                ))
+            })?;
+        String::from_utf8(value.0.clone())
+            .map_err(|_| Error::InvalidSpec("the Redis URL in the Secret is not UTF-8".into()))
+    }
+
+    async fn store(&self, url: &str, event_id: &str) -> Result<Arc<RedisStore>> {
+        let key = (url.to_owned(), event_id.to_owned());
+        let mut stores = self.stores.lock().await;
+        if let Some(store) = stores.get(&key) {
+            return Ok(Arc::clone(store));
+        }
+        let store = tokio::time::timeout(REDIS_TIMEOUT, RedisStore::connect(url, event_id))
+            .await
+            .map_err(|_| Error::Redis(format!("no answer from {url} within {REDIS_TIMEOUT:?}")))?
+            .map_err(|e| Error::Redis(e.to_string()))?;
+        let store = Arc::new(store);
+        stores.insert(key, Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+/// Runs the controller until a shutdown signal.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let rooms: Api<WaitingRoom> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    // Status writes bump no generation: they do not trigger reconciles.
+    let triggers = watcher(rooms, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=usher-operator");
+    Controller::for_stream(triggers, reader)
+        .owns(Api::<Deployment>::all(client.clone()), children.clone())
+        .owns(Api::<Service>::all(client.clone()), children.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            children.clone(),
+        )
+        .owns(Api::<Secret>::all(client), children)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| std::future::ready(()))
+        .await;
+}
+
+async fn reconcile(room: Arc<WaitingRoom>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = room.namespace().unwrap_or_default();
+    let span = tracing::info_span!("reconcile", namespace = %namespace, name = %room.name_any());
+    async move {
+        let started = Instant::now();
+        ctx.metrics.reconciles.fetch_add(1, Relaxed);
+        let api: Api<WaitingRoom> = Api::namespaced(ctx.client.clone(), &namespace);
+        let result = finalizer(&api, FINALIZER, room, |event| async {
+            match event {
+                Finalized::Apply(room) => apply(&room, &ctx, &namespace).await,
+                Finalized::Cleanup(room) => cleanup(&room, &ctx, &namespace).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)));
+        ctx.metrics
+            .reconcile_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Per-object backoff: 1 s, 2 s, 4 s … up to 5 minutes.
+fn error_policy(room: Arc<WaitingRoom>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(namespace = room.namespace().unwrap_or_default(), name = room.name_any(), %error, "reconcile failed");
+    ctx.metrics.error(error.kind());
+    let failures = ctx.memory(&room, |m| {
+        m.failures += 1;
+        m.failures
+    });
+    Action::requeue(Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300)))
+}
+
+async fn apply_object<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await?)
+}
+
+/// The room's token-key Secret: created once, never replaced (a Secret
+/// deleted by hand is created again, with a new key that rolls the brokers).
+async fn token_key(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Secret> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = secret::secret_name(room);
+    if let Some(existing) = secrets.get_opt(&name).await? {
+        return Ok(existing);
+    }
+    let created = secrets
+        .create(
+            &PostParams::default(),
+            &secret::build(room, EntryTokenSigner::generate_pem()),
+        )
+        .await?;
+    ctx.event(
+        room,
+        EventType::Normal,
+        "KeyCreated",
+        format!("created the entry-token key Secret {name}"),
+    )
+    .await;
+    Ok(created)
+}
+
+/// What Redis says of the room, bounded in time.
+async fn observe_redis(
+    room: &WaitingRoom,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(
+    usher_runtime::queue::RoomConfig,
+    usher_runtime::queue::RoomCounts,
+    u64,
+)> {
+    let url = ctx.redis_url(room, namespace).await?;
+    let store = ctx.store(&url, &room.event_id()).await?;
+    let read = async {
+        let counts = store.counts().await?;
+        let connected = store.connected(now_ms() - REPORT_FRESHNESS_MS).await?;
+        let config = store.config().await?;
+        Ok::<_, usher_runtime::queue::QueueError>((config, counts, connected))
+    };
+    match tokio::time::timeout(REDIS_TIMEOUT, read).await {
+        Ok(Ok((Some(config), counts, connected))) => Ok((config, counts, connected)),
+        Ok(Ok((None, ..))) => Err(Error::Redis(
+            "the room has no configuration yet (no runtime pod started)".into(),
+        )),
+        Ok(Err(e)) => Err(Error::Redis(e.to_string())),
+        Err(_) => Err(Error::Redis(format!("no answer within {REDIS_TIMEOUT:?}"))),
+    }
+}
+
+async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Action> {
+    let event_id = room.event_id();
+    if !usher_runtime::broker::valid_room_id(&event_id) {
+        let message = format!(
+            "event id {event_id:?} must be 1-63 lowercase letters, digits and dashes; set spec.eventId"
+        );
+        ctx.event(room, EventType::Warning, "InvalidConfig", message.clone())
+            .await;
+        return Err(Error::InvalidSpec(message));
+    }
+    let key = token_key(room, ctx, namespace).await?;
+    let redis = observe_redis(room, ctx, namespace).await;
+    let previous = room.status.clone().unwrap_or_default();
+    let previous_desired = previous
+        .brokers
+        .as_ref()
+        .map_or(room.spec.broker.min_replicas, |b| b.desired);
+    let broker_replicas = match &redis {
+        Ok((_, counts, connected)) => {
+            let recommendation =
+                scaling::recommended(connected + counts.waiting, &room.spec.broker);
+            ctx.memory(room, |m| m.scale.desired(now_ms(), recommendation))
+        }
+        // Without a reading, hold steady.
+        Err(_) => {
+            previous_desired.clamp(room.spec.broker.min_replicas, room.spec.broker.max_replicas)
+        }
+    };
+    let config_hash = env::config_hash(room);
+    let config_revision = match (&previous.config_hash, previous.config_revision) {
+        (Some(hash), Some(revision)) if *hash == config_hash => revision,
+        _ => room.metadata.generation.unwrap_or(0),
+    };
+    let inputs = Inputs {
+        image: ctx.settings.image.clone(),
+        broker_replicas,
+        config_revision,
+        token_key_digest: secret::key_digest(&key),
+    };
+    let brokers = apply_object(&ctx.client, namespace, &broker::deployment(room, &inputs)).await?;
+    apply_object(&ctx.client, namespace, &broker::service(room)).await?;
+    apply_object(&ctx.client, namespace, &broker::disruption_budget(room)).await?;
+    let dispatchers = apply_object(
+        &ctx.client,
+        namespace,
+        &dispatcher::deployment(room, &inputs),
+    )
+    .await?;
+    let ready = |d: &Deployment| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    };
+
+    let observed = Observed {
+        redis: redis
+            .as_ref()
+            .map(|(config, counts, _)| (config.clone(), counts.clone()))
+            .map_err(ToString::to_string),
+        brokers_desired: broker_replicas,
+        brokers_ready: ready(&brokers),
+        dispatchers_ready: ready(&dispatchers),
+        now_ms: now_ms(),
+    };
+    let base = WaitingRoomStatus {
+        event_id: Some(event_id),
+        endpoint: Some(broker::endpoint(room)),
+        config_hash: Some(config_hash),
+        config_revision: Some(config_revision),
+        ..WaitingRoomStatus::default()
+    };
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let next = status::build(
+        room.status.as_ref(),
+        &observed,
+        room.metadata.generation,
+        base,
+        &now,
+    );
+    announce(room, ctx, &previous, &next).await;
+    if room.status.as_ref() != Some(&next) {
+        let api: Api<WaitingRoom> = Api::namespaced(ctx.client.clone(), namespace);
+        let patch = serde_json::json!({ "status": next });
+        api.patch_status(
+            &room.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    ctx.metrics
+        .set_phase(&room.uid().unwrap_or_default(), next.phase);
+    ctx.memory(room, |m| m.failures = 0);
+    Ok(Action::requeue(ctx.settings.status_interval))
+}
+
+/// Events for what a platform team cares about: opening, pausing, scaling,
+/// Redis going away.
+async fn announce(
+    room: &WaitingRoom,
+    ctx: &Context,
+    before: &WaitingRoomStatus,
+    after: &WaitingRoomStatus,
+) {
+    if before.phase != after.phase {
+        let (kind, reason) = match after.phase {
+            Some(Phase::Open) => (EventType::Normal, "Opened"),
+            Some(Phase::Paused) => (EventType::Normal, "Paused"),
+            Some(Phase::Closed) => (EventType::Normal, "Closed"),
+            Some(Phase::Scheduled) => (EventType::Normal, "Scheduled"),
+            Some(Phase::Degraded) => (EventType::Warning, "Degraded"),
+            Some(Phase::Pending) | None => (EventType::Normal, "Pending"),
+        };
+        let message = after
+            .conditions
+            .iter()
+            .find(|c| c.status == "False")
+            .map_or_else(String::new, |c| format!(": {}", c.message));
+        ctx.event(
+            room,
+            kind,
+            reason,
+            format!("the room is {reason:?}{message}").to_lowercase(),
+        )
+        .await;
+    }
+    let reachable = |s: &WaitingRoomStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "RedisReachable")
+            .map(|c| c.status == "True")
+    };
+    if reachable(after) == Some(false) && reachable(before) != Some(false) {
+        let message = after
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "RedisReachable")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.event(room, EventType::Warning, "RedisUnreachable", message)
+            .await;
+    }
+    let desired = |s: &WaitingRoomStatus| s.brokers.as_ref().map(|b| b.desired);
+    if let (Some(from), Some(to)) = (desired(before), desired(after))
+        && from != to
+    {
+        info!(from, to, "scaling brokers");
+        ctx.event(
+            room,
+            EventType::Normal,
+            "Scaled",
+            format!("brokers {from} -> {to}"),
+        )
+        .await;
+    }
+}
+
+/// On deletion: keep or delete the room's Redis keys. Never blocks deletion
+/// forever: after a few failed attempts the finalizer lets go with an Event.
+async fn cleanup(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Action> {
+    ctx.metrics.set_phase(&room.uid().unwrap_or_default(), None);
+    if room.spec.redis.on_delete == OnDelete::Retain {
+        return Ok(Action::await_change());
+    }
+    let purge = async {
+        let url = ctx.redis_url(room, namespace).await?;
+        let store = ctx.store(&url, &room.event_id()).await?;
+        tokio::time::timeout(REDIS_TIMEOUT, store.purge())
+            .await
+            .map_err(|_| Error::Redis("no answer".into()))?
+            .map_err(|e| Error::Redis(e.to_string()))
+    };
+    match purge.await {
+        Ok(()) => {
+            ctx.event(
+                room,
+                EventType::Normal,
+                "RedisKeysDeleted",
+                format!("deleted the Redis keys of {}", room.event_id()),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err(error) => {
+            let attempts = ctx.memory(room, |m| {
+                m.cleanup_attempts += 1;
+                m.cleanup_attempts
+            });
+            if attempts < CLEANUP_ATTEMPTS {
+                return Err(error);
+            }
+            let note = format!(
+                "gave up deleting the Redis keys after {attempts} attempts ({error}); they remain"
+            );
+            ctx.event(room, EventType::Warning, "RedisCleanupFailed", note)
+                .await;
+            Ok(Action::await_change())
+        }
+    }
+}
