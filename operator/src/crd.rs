@@ -270,12 +270,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_committed_crd_matches_the_rust_types() {
-        let committed = include_str!("../../crds/waitingroom.yaml");
-        assert!(
-            committed == crd_yaml().unwrap(),
-            "crds/waitingroom.yaml is stale: run `cargo run -p usher-operator -- crd > crds/waitingroom.yaml`"
-        );
+    fn the_committed_crds_match_the_rust_types() {
+        let generated = crd_yaml().unwrap();
+        for (path, committed) in [
+            (
+                "crds/waitingroom.yaml",
+                include_str!("../../crds/waitingroom.yaml"),
+            ),
+            (
+                "charts/usher/crds/waitingroom.yaml",
+                include_str!("../../charts/usher/crds/waitingroom.yaml"),
+            ),
+        ] {
+            assert!(
+                committed == generated,
+                "{path} is stale: run `cargo run -p usher-operator -- crd > {path}`"
+            );
+        }
     }
 
     #[test]
