@@ -16,7 +16,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
-use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -150,12 +150,13 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let rooms: Api<WaitingRoom> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
-    // Status writes bump no generation: they do not trigger reconciles.
+    // Status writes change none of what the filter looks at, so they do not
+    // trigger reconciles. Spec changes, finalizers and deletion do.
     let triggers = watcher(rooms, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(spec_or_lifecycle, Default::default());
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=usher-operator");
     Controller::for_stream(triggers, reader)
         .owns(Api::<Deployment>::all(client.clone()), children.clone())
@@ -169,6 +170,18 @@ pub async fn run(ctx: Arc<Context>) {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| std::future::ready(()))
         .await;
+}
+
+/// What should trigger a reconcile: the generation (spec), the finalizers
+/// (the finalizer helper adds ours, then expects to be called again) and
+/// the start of deletion.
+fn spec_or_lifecycle(room: &WaitingRoom) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    room.metadata.generation.hash(&mut hasher);
+    room.finalizers().hash(&mut hasher);
+    room.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 async fn reconcile(room: Arc<WaitingRoom>, ctx: Arc<Context>) -> Result<Action> {
@@ -359,14 +372,16 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
     );
     announce(room, ctx, &previous, &next).await;
     if room.status.as_ref() != Some(&next) {
+        // Server-side apply: fields this status leaves out are removed.
         let api: Api<WaitingRoom> = Api::namespaced(ctx.client.clone(), namespace);
-        let patch = serde_json::json!({ "status": next });
-        api.patch_status(
-            &room.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+        let patch = serde_json::json!({
+            "apiVersion": "usher.dev/v1alpha1",
+            "kind": "WaitingRoom",
+            "status": next,
+        });
+        let params = PatchParams::apply(MANAGER).force();
+        api.patch_status(&room.name_any(), &params, &Patch::Apply(&patch))
+            .await?;
     }
     ctx.metrics
         .set_phase(&room.uid().unwrap_or_default(), next.phase);
