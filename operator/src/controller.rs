@@ -493,3 +493,34 @@ async fn cleanup(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<A
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::fixtures;
+
+    #[test]
+    fn status_writes_do_not_trigger_reconciles_but_lifecycle_changes_do() {
+        let room = fixtures::basic();
+        let before = spec_or_lifecycle(&room);
+        let mut with_status = room.clone();
+        with_status.status = Some(WaitingRoomStatus {
+            waiting: Some(5),
+            ..WaitingRoomStatus::default()
+        });
+        with_status.metadata.resource_version = Some("2".into());
+        assert_eq!(spec_or_lifecycle(&with_status), before);
+        let mut with_finalizer = room.clone();
+        with_finalizer.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        assert_ne!(spec_or_lifecycle(&with_finalizer), before);
+        let mut deleting = with_finalizer.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        assert_ne!(
+            spec_or_lifecycle(&deleting),
+            spec_or_lifecycle(&with_finalizer)
+        );
+        let mut edited = room.clone();
+        edited.metadata.generation = Some(5);
+        assert_ne!(spec_or_lifecycle(&edited), before);
+    }
+}
