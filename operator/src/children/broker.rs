@@ -20,12 +20,7 @@ pub const PORT: i32 = 8080;
 pub const KEY_DIGEST_ANNOTATION: &str = "usher.dev/token-key-digest";
 
 pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
-    let mut env = env::room_env(room, inputs.config_revision);
-    env.push(EnvVar {
-        name: "USHER_LISTEN".into(),
-        value: Some(format!("0.0.0.0:{PORT}")),
-        value_from: None,
-    });
+    let mut env = env::role_env(room, inputs.config_revision, PORT);
     env.push(EnvVar {
         name: "USHER_TOKEN_KEY".into(),
         value: Some(format!("{MOUNT_PATH}/{KEY_FILE}")),

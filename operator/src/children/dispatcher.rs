@@ -1,7 +1,6 @@
 //! The dispatcher Deployment.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::EnvVar;
 
 use super::pod::{RuntimeDeployment, annotations, resources};
 use super::{DISPATCHER, Inputs, env};
@@ -11,12 +10,7 @@ use crate::crd::WaitingRoom;
 pub const PORT: i32 = 9090;
 
 pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
-    let mut env = env::room_env(room, inputs.config_revision);
-    env.push(EnvVar {
-        name: "USHER_LISTEN".into(),
-        value: Some(format!("0.0.0.0:{PORT}")),
-        value_from: None,
-    });
+    let env = env::role_env(room, inputs.config_revision, PORT);
     RuntimeDeployment {
         role: DISPATCHER,
         replicas: room.spec.dispatcher.replicas,

@@ -45,6 +45,13 @@ pub fn room_env(room: &WaitingRoom, config_revision: i64) -> Vec<EnvVar> {
     env
 }
 
+/// [`room_env`] plus the address a role listens on.
+pub fn role_env(room: &WaitingRoom, config_revision: i64, port: i32) -> Vec<EnvVar> {
+    let mut env = room_env(room, config_revision);
+    env.push(plain("USHER_LISTEN", format!("0.0.0.0:{port}")));
+    env
+}
+
 fn redis_url(room: &WaitingRoom) -> EnvVar {
     match (&room.spec.redis.url, &room.spec.redis.secret_ref) {
         (_, Some(secret)) => EnvVar {
