@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, warn};
 use usher_runtime::clock::now_ms;
-use usher_runtime::queue::{RedisStore, Store};
+use usher_runtime::queue::{RedisStore, RoomConfig, RoomCounts, Store};
 use usher_runtime::tokens::EntryTokenSigner;
 
 use crate::children::{Inputs, broker, dispatcher, env, secret};
@@ -267,11 +267,7 @@ async fn observe_redis(
     room: &WaitingRoom,
     ctx: &Context,
     namespace: &str,
-) -> Result<(
-    usher_runtime::queue::RoomConfig,
-    usher_runtime::queue::RoomCounts,
-    u64,
-)> {
+) -> Result<(Option<RoomConfig>, RoomCounts, u64)> {
     let url = ctx.redis_url(room, namespace).await?;
     let store = ctx.store(&url, &room.event_id()).await?;
     let read = async {
@@ -281,10 +277,7 @@ async fn observe_redis(
         Ok::<_, usher_runtime::queue::QueueError>((config, counts, connected))
     };
     match tokio::time::timeout(REDIS_TIMEOUT, read).await {
-        Ok(Ok((Some(config), counts, connected))) => Ok((config, counts, connected)),
-        Ok(Ok((None, ..))) => Err(Error::Redis(
-            "the room has no configuration yet (no runtime pod started)".into(),
-        )),
+        Ok(Ok(reading)) => Ok(reading),
         Ok(Err(e)) => Err(Error::Redis(e.to_string())),
         Err(_) => Err(Error::Redis(format!("no answer within {REDIS_TIMEOUT:?}"))),
     }
@@ -415,7 +408,7 @@ async fn announce(
             room,
             kind,
             reason,
-            format!("the room is {reason:?}{message}").to_lowercase(),
+            format!("the room is {}{message}", reason.to_lowercase()),
         )
         .await;
     }

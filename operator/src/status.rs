@@ -9,8 +9,9 @@ use crate::crd::{BrokerStatus, Phase, WaitingRoomStatus};
 /// What one reconcile saw.
 #[derive(Clone, Debug)]
 pub struct Observed {
-    /// The room as Redis has it, or why Redis could not be read.
-    pub redis: Result<(RoomConfig, RoomCounts), String>,
+    /// The room as Redis has it (no rules until a runtime pod wrote them),
+    /// or why Redis could not be read.
+    pub redis: Result<(Option<RoomConfig>, RoomCounts), String>,
     pub brokers_desired: i32,
     pub brokers_ready: i32,
     pub dispatchers_ready: i32,
@@ -39,18 +40,21 @@ pub fn build(
             status.waiting = Some(counts.waiting as i64);
             status.active = Some(counts.active as i64);
             status.admitted_total = Some(counts.admitted_total as i64);
-            let per_second = config.nominal_admissions_per_second();
-            status.estimated_wait_seconds = (per_second > 0.0
-                && config.phase(observed.now_ms) == RoomPhase::Open)
-                .then(|| (counts.waiting as f64 / per_second).ceil() as i64);
+            status.estimated_wait_seconds = config.as_ref().and_then(|config| {
+                let per_second = config.nominal_admissions_per_second();
+                (per_second > 0.0 && config.phase(observed.now_ms) == RoomPhase::Open)
+                    .then(|| (counts.waiting as f64 / per_second).ceil() as i64)
+            });
             (true, "Redis answers".to_owned())
         }
-        Err(e) => (false, format!("cannot read the room from Redis: {e}")),
+        Err(e) => (false, e.clone()),
     };
     status.phase = Some(match &observed.redis {
         Err(_) => Phase::Degraded,
+        // No rules in Redis yet: no runtime pod has started.
+        Ok((None, _)) => Phase::Pending,
         Ok(_) if !scheduled => Phase::Pending,
-        Ok((config, _)) => match config.phase(observed.now_ms) {
+        Ok((Some(config), _)) => match config.phase(observed.now_ms) {
             RoomPhase::Scheduled => Phase::Scheduled,
             RoomPhase::Open => Phase::Open,
             RoomPhase::Paused => Phase::Paused,
@@ -133,7 +137,7 @@ mod tests {
         }
     }
 
-    fn observed(redis: Result<(RoomConfig, RoomCounts), String>) -> Observed {
+    fn observed(redis: Result<(Option<RoomConfig>, RoomCounts), String>) -> Observed {
         Observed {
             redis,
             brokers_desired: 3,
@@ -161,7 +165,7 @@ mod tests {
         };
         let status = build(
             None,
-            &observed(Ok((config(), counts))),
+            &observed(Ok((Some(config()), counts))),
             Some(4),
             WaitingRoomStatus::default(),
             &time(10),
@@ -182,7 +186,7 @@ mod tests {
     fn unreachable_redis_degrades_the_room_with_a_clear_message() {
         let status = build(
             None,
-            &observed(Err("connection refused".into())),
+            &observed(Err("Redis: connection refused".into())),
             Some(1),
             WaitingRoomStatus::default(),
             &time(10),
@@ -206,7 +210,7 @@ mod tests {
         };
         let status = build(
             None,
-            &observed(Ok((paused, counts.clone()))),
+            &observed(Ok((Some(paused), counts.clone()))),
             None,
             WaitingRoomStatus::default(),
             &time(1),
@@ -218,13 +222,22 @@ mod tests {
         };
         let status = build(
             None,
-            &observed(Ok((later, counts.clone()))),
+            &observed(Ok((Some(later), counts.clone()))),
             None,
             WaitingRoomStatus::default(),
             &time(1),
         );
         assert_eq!(status.phase, Some(Phase::Scheduled));
-        let mut starting = observed(Ok((config(), counts)));
+        let unwritten = build(
+            None,
+            &observed(Ok((None, counts.clone()))),
+            None,
+            WaitingRoomStatus::default(),
+            &time(1),
+        );
+        assert_eq!(unwritten.phase, Some(Phase::Pending));
+        assert_eq!(condition(&unwritten, "RedisReachable").status, "True");
+        let mut starting = observed(Ok((Some(config()), counts)));
         starting.brokers_ready = 0;
         let status = build(
             None,
@@ -241,14 +254,14 @@ mod tests {
         let counts = RoomCounts::default();
         let first = build(
             None,
-            &observed(Ok((config(), counts.clone()))),
+            &observed(Ok((Some(config()), counts.clone()))),
             Some(1),
             WaitingRoomStatus::default(),
             &time(10),
         );
         let same = build(
             Some(&first),
-            &observed(Ok((config(), counts))),
+            &observed(Ok((Some(config()), counts))),
             Some(1),
             WaitingRoomStatus::default(),
             &time(20),
