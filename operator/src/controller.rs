@@ -291,7 +291,26 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
         );
         ctx.event(room, EventType::Warning, "InvalidConfig", message.clone())
             .await;
-        return Err(Error::InvalidSpec(message));
+        // Nothing to deploy until the spec changes; say why in the status.
+        let observed = Observed {
+            redis: Err(message),
+            brokers_desired: 0,
+            brokers_ready: 0,
+            dispatchers_ready: 0,
+            now_ms: now_ms(),
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let next = status::build(
+            room.status.as_ref(),
+            &observed,
+            room.metadata.generation,
+            WaitingRoomStatus::default(),
+            &now,
+        );
+        write_status(room, ctx, namespace, &next).await?;
+        ctx.metrics
+            .set_phase(&room.uid().unwrap_or_default(), next.phase);
+        return Ok(Action::await_change());
     }
     let key = token_key(room, ctx, namespace).await?;
     let redis = observe_redis(room, ctx, namespace).await;
@@ -364,22 +383,34 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
         &now,
     );
     announce(room, ctx, &previous, &next).await;
-    if room.status.as_ref() != Some(&next) {
-        // Server-side apply: fields this status leaves out are removed.
-        let api: Api<WaitingRoom> = Api::namespaced(ctx.client.clone(), namespace);
-        let patch = serde_json::json!({
-            "apiVersion": "usher.dev/v1alpha1",
-            "kind": "WaitingRoom",
-            "status": next,
-        });
-        let params = PatchParams::apply(MANAGER).force();
-        api.patch_status(&room.name_any(), &params, &Patch::Apply(&patch))
-            .await?;
-    }
+    write_status(room, ctx, namespace, &next).await?;
     ctx.metrics
         .set_phase(&room.uid().unwrap_or_default(), next.phase);
     ctx.memory(room, |m| m.failures = 0);
     Ok(Action::requeue(ctx.settings.status_interval))
+}
+
+/// Writes `next` if it differs from the status in place. Server-side apply:
+/// fields it leaves out are removed.
+async fn write_status(
+    room: &WaitingRoom,
+    ctx: &Context,
+    namespace: &str,
+    next: &WaitingRoomStatus,
+) -> Result<()> {
+    if room.status.as_ref() == Some(next) {
+        return Ok(());
+    }
+    let api: Api<WaitingRoom> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "usher.dev/v1alpha1",
+        "kind": "WaitingRoom",
+        "status": next,
+    });
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch_status(&room.name_any(), &params, &Patch::Apply(&patch))
+        .await?;
+    Ok(())
 }
 
 /// Events for what a platform team cares about: opening, pausing, scaling,
