@@ -1,0 +1,417 @@
+//! End-to-end tests on a real local control plane: the operator, run with
+//! only the chart's ServiceAccount permissions, against a real Redis; the
+//! runtime processes started from the pod templates it writes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use usher_e2e::{Cluster, Process, eventually, repo, workspace_bin};
+use usher_runtime::queue::{RedisStore, Store};
+use usher_runtime::testing::{RedisServer, free_port};
+
+const NS: &str = "tickets";
+const ROOM: &str = "concert";
+
+#[test]
+fn a_deployment_gets_ready_pods_on_the_fake_nodes() {
+    let cluster = Cluster::up("smoke");
+    let nodes = cluster.get("default", "nodes");
+    assert_eq!(nodes["items"].as_array().unwrap().len(), 3);
+    cluster.kubectl_ok(&["-n", "default", "get", "serviceaccount", "default"]);
+    cluster.kubectl_ok(&[
+        "-n",
+        "default",
+        "create",
+        "deployment",
+        "smoke",
+        "--image=example/smoke:1",
+        "--replicas=2",
+    ]);
+    cluster.kubectl_ok(&[
+        "-n",
+        "default",
+        "rollout",
+        "status",
+        "deployment/smoke",
+        "--timeout=60s",
+    ]);
+    let pods = cluster.get("default", "pods");
+    let ready = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .count();
+    assert_eq!(ready, 2);
+}
+
+fn room_manifest(redis_url: &str, capacity: u32, paused: bool) -> String {
+    format!(
+        r#"apiVersion: usher.dev/v1alpha1
+kind: WaitingRoom
+metadata: {{name: {ROOM}}}
+spec:
+  capacity: {capacity}
+  sessionDuration: 10m
+  paused: {paused}
+  redis: {{url: "{redis_url}", onDelete: Delete}}
+  broker: {{minReplicas: 1, maxReplicas: 6, connectionsPerReplica: 200}}
+"#
+    )
+}
+
+/// The `USHER_*` environment a Deployment's pods get (plain values only).
+fn pod_env(cluster: &Cluster, deployment: &str) -> HashMap<String, String> {
+    let object = cluster.get(NS, &format!("deployment/{deployment}"));
+    object["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_owned(),
+                e["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Plays the kubelet for one runtime role: runs `usher <role>` with the
+/// environment of the role's pod template, on a local port.
+struct RuntimePods {
+    _dispatcher: Process,
+    _broker: Process,
+    base: String,
+}
+
+fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
+    let spawn = |role: &str, port: u16| {
+        let mut env = pod_env(cluster, &format!("{ROOM}-{role}"));
+        env.insert("USHER_LISTEN".into(), format!("127.0.0.1:{port}"));
+        env.insert("USHER_LOG".into(), "warn".into());
+        if role == "broker" {
+            env.insert("USHER_TOKEN_KEY".into(), key_file.display().to_string());
+            env.insert("USHER_BROKER_ID".into(), "e2e-broker".into());
+        }
+        Process(
+            Command::new(workspace_bin("usher"))
+                .arg(role)
+                .envs(env)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let (broker_port, dispatcher_port) = (free_port(), free_port());
+    let pods = RuntimePods {
+        _dispatcher: spawn("dispatcher", dispatcher_port),
+        _broker: spawn("broker", broker_port),
+        base: format!("http://127.0.0.1:{broker_port}"),
+    };
+    for port in [broker_port, dispatcher_port] {
+        eventually(Duration::from_secs(20), "runtime pod ready", || {
+            let ok = Command::new("curl")
+                .args(["-sf", &format!("http://127.0.0.1:{port}/readyz")])
+                .output()
+                .ok()?
+                .status
+                .success();
+            ok.then_some(())
+        });
+    }
+    pods
+}
+
+fn status(cluster: &Cluster) -> Value {
+    cluster.get(NS, &format!("waitingroom/{ROOM}"))["status"].clone()
+}
+
+fn condition(status: &Value, kind: &str) -> String {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .map(|c| c["status"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
+    let cluster = Cluster::up("operator");
+    for ns in ["usher", NS] {
+        cluster.kubectl_ok(&["create", "namespace", ns]);
+    }
+    // The chart: its CRD, then everything else as helm renders it. The
+    // operator itself runs below as a local process.
+    let crd = repo().join("charts/usher/crds/waitingroom.yaml");
+    cluster.kubectl_ok(&["apply", "-f", crd.to_str().unwrap()]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=established",
+        "crd/waitingrooms.usher.dev",
+        "--timeout=30s",
+    ]);
+    cluster
+        .apply("usher", &cluster.helm_template("usher", &["replicas=0"]))
+        .unwrap();
+    let example =
+        std::fs::read_to_string(repo().join("charts/usher/examples/waitingroom.yaml")).unwrap();
+    cluster
+        .kubectl(
+            &["-n", NS, "apply", "--dry-run=server", "-f", "-"],
+            Some(&example),
+        )
+        .unwrap();
+
+    // The API server itself refuses an invalid room, and says why.
+    let invalid = room_manifest("redis://127.0.0.1:1/", 0, false)
+        .replace("sessionDuration: 10m", "sessionDuration: soon\n  opensAt: \"2026-12-01T10:00:00Z\"\n  closesAt: \"2026-12-01T09:00:00Z\"");
+    let refused = cluster.apply(NS, &invalid).unwrap_err();
+    assert!(
+        refused.contains("spec.capacity") && refused.contains("spec.sessionDuration"),
+        "{refused}"
+    );
+    let crossed = room_manifest("redis://127.0.0.1:1/", 5, false).replace(
+        "sessionDuration: 10m",
+        "opensAt: \"2026-12-01T10:00:00Z\"\n  closesAt: \"2026-12-01T09:00:00Z\"",
+    );
+    assert!(
+        cluster
+            .apply(NS, &crossed)
+            .unwrap_err()
+            .contains("closesAt must be after opensAt")
+    );
+
+    let redis = RedisServer::start();
+    let operator_port = free_port();
+    let _operator = Process(
+        Command::new(workspace_bin("usher-operator"))
+            .arg("run")
+            .env(
+                "KUBECONFIG",
+                cluster.kubeconfig_as("system:serviceaccount:usher:usher-operator"),
+            )
+            .env("POD_NAMESPACE", "usher")
+            .env("HOSTNAME", "e2e-operator")
+            .env("USHER_LISTEN", format!("127.0.0.1:{operator_port}"))
+            .env("USHER_STATUS_INTERVAL", "1s")
+            .env("USHER_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    cluster
+        .apply(NS, &room_manifest(&redis.url(), 50, false))
+        .unwrap();
+
+    // Children exist, owned by the room; kwok makes their pods Ready.
+    let uid = cluster.get(NS, &format!("waitingroom/{ROOM}"))["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for child in [
+        "deployment/concert-broker",
+        "deployment/concert-dispatcher",
+        "service/concert-broker",
+        "poddisruptionbudget/concert-broker",
+        "secret/concert-token-key",
+    ] {
+        let object = eventually(Duration::from_secs(60), child, || {
+            cluster
+                .kubectl(&["-n", NS, "get", child, "-o", "json"], None)
+                .ok()
+        });
+        let object: Value = serde_json::from_str(&object).unwrap();
+        let owner = &object["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (owner["kind"].as_str(), owner["uid"].as_str()),
+            (Some("WaitingRoom"), Some(uid.as_str())),
+            "{child}"
+        );
+    }
+    for deployment in ["concert-broker", "concert-dispatcher"] {
+        cluster.kubectl_ok(&[
+            "-n",
+            NS,
+            "rollout",
+            "status",
+            &format!("deployment/{deployment}"),
+            "--timeout=60s",
+        ]);
+    }
+
+    // Play the kubelet for the runtime pods, with the key from the Secret.
+    let secret = cluster.get(NS, "secret/concert-token-key");
+    let pem = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let key_file = std::env::temp_dir().join(format!("usher-e2e-key-{}.pem", std::process::id()));
+    {
+        use std::io::Write as _;
+        let mut pem = pem;
+        pem.stdin
+            .take()
+            .unwrap()
+            .write_all(secret["data"]["entry.pem"].as_str().unwrap().as_bytes())
+            .unwrap();
+        std::fs::write(&key_file, pem.wait_with_output().unwrap().stdout).unwrap();
+    }
+    let pods = start_runtime(&cluster, &key_file);
+
+    // 1,000 visitors join; some stream.
+    let client = reqwest::Client::new();
+    let mut joined = Vec::new();
+    for _ in 0..1000 {
+        let response = client
+            .post(format!("{}/v1/rooms/{ROOM}/queue", pods.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        joined.push(response.json::<Value>().await.unwrap());
+    }
+    let mut streams = Vec::new();
+    for visitor in joined.iter().rev().take(20) {
+        let url = format!("{}{}", pods.base, visitor["eventsUrl"].as_str().unwrap());
+        let response = client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        streams.push(response);
+    }
+
+    // The status agrees with Redis, and the room is Ready.
+    let store = RedisStore::connect(&redis.url(), ROOM).await.unwrap();
+    eventually(Duration::from_secs(30), "status matching Redis", || {
+        let counts = futures_lite_block(store.counts());
+        let status = status(&cluster);
+        (status["waiting"] == counts.waiting
+            && status["active"] == counts.active
+            && counts.active == 50
+            && condition(&status, "Ready") == "True")
+            .then_some(())
+    });
+    let table = cluster.kubectl_ok(&["-n", NS, "get", "wr"]);
+    assert!(
+        table.contains("WAITING") && table.contains(" 950 ") && table.contains(" 50 "),
+        "{table}"
+    );
+
+    // Brokers follow demand: 950 waiting + 20 connected at 200 each.
+    eventually(Duration::from_secs(30), "brokers scaled to 5", || {
+        (status(&cluster)["brokers"]["desired"] == 5).then_some(())
+    });
+    assert_eq!(
+        cluster.get(NS, "deployment/concert-broker")["spec"]["replicas"],
+        5
+    );
+
+    // More capacity: the pods roll with the new rules and admissions follow.
+    drop(streams);
+    drop(pods);
+    cluster
+        .apply(NS, &room_manifest(&redis.url(), 80, false))
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "new rules in the pod template",
+        || {
+            (pod_env(&cluster, "concert-dispatcher")
+                .get("USHER_CAPACITY")
+                .map(String::as_str)
+                == Some("80"))
+            .then_some(())
+        },
+    );
+    let pods = start_runtime(&cluster, &key_file);
+    eventually(Duration::from_secs(30), "80 active", || {
+        (status(&cluster)["active"] == 80).then_some(())
+    });
+
+    // Paused: completed visitors free slots that nobody takes.
+    drop(pods);
+    cluster
+        .apply(NS, &room_manifest(&redis.url(), 80, true))
+        .unwrap();
+    eventually(Duration::from_secs(30), "paused rules", || {
+        (pod_env(&cluster, "concert-dispatcher")
+            .get("USHER_PAUSED")
+            .map(String::as_str)
+            == Some("true"))
+        .then_some(())
+    });
+    let pods = start_runtime(&cluster, &key_file);
+    eventually(Duration::from_secs(30), "Paused phase", || {
+        (status(&cluster)["phase"] == "Paused").then_some(())
+    });
+    for visitor in &joined[..10] {
+        let url = format!(
+            "{}/v1/rooms/{ROOM}/sessions/{}/complete?token={}",
+            pods.base,
+            visitor["sessionId"].as_str().unwrap(),
+            visitor["sessionToken"].as_str().unwrap()
+        );
+        assert_eq!(client.post(url).send().await.unwrap().status(), 200);
+    }
+    eventually(Duration::from_secs(30), "70 active while paused", || {
+        (status(&cluster)["active"] == 70).then_some(())
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        futures_lite_block(store.counts()).active,
+        70,
+        "a paused room admits nobody"
+    );
+
+    // Resumed: the free slots fill again.
+    drop(pods);
+    cluster
+        .apply(NS, &room_manifest(&redis.url(), 80, false))
+        .unwrap();
+    eventually(Duration::from_secs(30), "resumed rules", || {
+        (pod_env(&cluster, "concert-dispatcher")
+            .get("USHER_PAUSED")
+            .map(String::as_str)
+            == Some("false"))
+        .then_some(())
+    });
+    let pods = start_runtime(&cluster, &key_file);
+    eventually(Duration::from_secs(30), "80 active again", || {
+        (status(&cluster)["active"] == 80).then_some(())
+    });
+    drop(pods);
+
+    // Deleting the room runs the finalizer (its Redis keys go) and the
+    // garbage collector removes its children.
+    cluster.kubectl_ok(&["-n", NS, "delete", "waitingroom", ROOM, "--timeout=60s"]);
+    assert_eq!(
+        futures_lite_block(store.config()),
+        None,
+        "the room's Redis keys are deleted"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "children garbage-collected",
+        || {
+            let left = cluster.kubectl_ok(&[
+                "-n",
+                NS,
+                "get",
+                "deployments,services,poddisruptionbudgets,secrets",
+                "-o",
+                "name",
+            ]);
+            (!left.contains("concert-")).then_some(())
+        },
+    );
+    let _ = std::fs::remove_file(key_file);
+}
+
+/// Runs a store call from a synchronous polling closure.
+fn futures_lite_block<T>(future: impl Future<Output = usher_runtime::queue::Result<T>>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future)).unwrap()
+}
