@@ -16,13 +16,14 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, warn};
 use usher_runtime::clock::now_ms;
-use usher_runtime::queue::{RedisStore, RoomConfig, RoomCounts, Store};
+use usher_runtime::queue::{RedisStore, RoomConfig, RoomCounts, Store as _};
 use usher_runtime::tokens::EntryTokenSigner;
 
 use crate::children::{Inputs, broker, dispatcher, env, secret};
@@ -57,11 +58,61 @@ struct Memory {
     scale: ScaleHistory,
     failures: u32,
     cleanup_attempts: u32,
+    /// Per child: a digest of what was last applied, and the child's edit
+    /// marker right after. A child is applied again only when either moved.
+    applied: HashMap<String, (u64, String)>,
+    /// The room's signing key as last seen, kept as the retired key if its
+    /// Secret is deleted by hand (visitors' session tokens stay valid).
+    last_key: Option<Vec<u8>>,
+}
+
+/// A child object kind the operator applies.
+trait Child:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// Changes when anyone edits the object's desired state.
+    fn edit_marker(&self) -> String;
+}
+
+impl Child for Deployment {
+    fn edit_marker(&self) -> String {
+        format!("{:?}", self.metadata.generation)
+    }
+}
+
+impl Child for PodDisruptionBudget {
+    fn edit_marker(&self) -> String {
+        format!("{:?}", self.metadata.generation)
+    }
+}
+
+impl Child for Service {
+    // Services have no generation; they have no status churn either.
+    fn edit_marker(&self) -> String {
+        self.metadata.resource_version.clone().unwrap_or_default()
+    }
+}
+
+/// Local copies of the children, kept current by the controller's watches,
+/// so the periodic status pass costs no API reads.
+struct Caches {
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+    budgets: Store<PodDisruptionBudget>,
+    secrets: Store<Secret>,
 }
 
 pub struct Context {
     client: Client,
     settings: Settings,
+    caches: Caches,
     recorder: Recorder,
     pub metrics: Arc<Metrics>,
     rooms: Mutex<HashMap<String, Memory>>,
@@ -70,7 +121,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
+    fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, caches: Caches) -> Arc<Self> {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("HOSTNAME").ok(),
@@ -79,6 +130,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
+            caches,
             metrics,
             rooms: Mutex::default(),
             stores: tokio::sync::Mutex::default(),
@@ -145,9 +197,33 @@ impl Context {
     }
 }
 
+/// Watches `K` objects (children, selected by label) into a local store.
+fn reflected<K>(
+    client: &Client,
+    selector: &watcher::Config,
+) -> (
+    Store<K>,
+    impl futures_util::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(Api::<K>::all(client.clone()), selector.clone())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
 /// Runs the controller until a shutdown signal.
-pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
     let rooms: Api<WaitingRoom> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     // Status writes change none of what the filter looks at, so they do not
@@ -157,15 +233,24 @@ pub async fn run(ctx: Arc<Context>) {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, Default::default());
-    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=usher-operator");
+    let selector = watcher::Config::default().labels("app.kubernetes.io/managed-by=usher-operator");
+    let (deployments, deployment_events) = reflected::<Deployment>(&client, &selector);
+    let (services, service_events) = reflected::<Service>(&client, &selector);
+    let (budgets, budget_events) = reflected::<PodDisruptionBudget>(&client, &selector);
+    let (secrets, secret_events) = reflected::<Secret>(&client, &selector);
+    let caches = Caches {
+        deployments,
+        services,
+        budgets,
+        secrets,
+    };
+    let ctx = Context::new(client, settings, metrics, caches);
+    // A child edited or deleted by hand triggers its room's reconcile.
     Controller::for_stream(triggers, reader)
-        .owns(Api::<Deployment>::all(client.clone()), children.clone())
-        .owns(Api::<Service>::all(client.clone()), children.clone())
-        .owns(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            children.clone(),
-        )
-        .owns(Api::<Secret>::all(client), children)
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(budget_events)
+        .owns_stream(secret_events)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| std::future::ready(()))
@@ -219,46 +304,74 @@ fn error_policy(room: Arc<WaitingRoom>, error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300)))
 }
 
-async fn apply_object<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let name = object.meta().name.clone().unwrap_or_default();
-    Ok(api
+/// Applies `desired` (server-side apply) unless the last apply is still in
+/// place: same desired object, and nobody edited the child since. Returns
+/// the child as the cluster has it.
+async fn ensure_child<K: Child>(
+    room: &WaitingRoom,
+    ctx: &Context,
+    namespace: &str,
+    cache: &Store<K>,
+    desired: &K,
+) -> Result<K> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let key = format!("{}/{name}", K::kind(&()));
+    let mut hasher = DefaultHasher::new();
+    serde_json::to_string(desired)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    let digest = hasher.finish();
+    let cached = cache.get(&ObjectRef::new(&name).within(namespace));
+    if let Some(cached) = &cached {
+        let marker = cached.edit_marker();
+        if ctx.memory(room, |m| m.applied.get(&key) == Some(&(digest, marker))) {
+            return Ok(K::clone(cached));
+        }
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let applied = api
         .patch(
             &name,
             &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(object),
-        )
-        .await?)
-}
-
-/// The room's token-key Secret: created once, never replaced (a Secret
-/// deleted by hand is created again, with a new key that rolls the brokers).
-async fn token_key(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Secret> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = secret::secret_name(room);
-    if let Some(existing) = secrets.get_opt(&name).await? {
-        return Ok(existing);
-    }
-    let created = secrets
-        .create(
-            &PostParams::default(),
-            &secret::build(room, EntryTokenSigner::generate_pem()),
+            &Patch::Apply(desired),
         )
         .await?;
-    ctx.event(
-        room,
-        EventType::Normal,
-        "KeyCreated",
-        format!("created the entry-token key Secret {name}"),
-    )
-    .await;
+    let marker = applied.edit_marker();
+    ctx.memory(room, |m| m.applied.insert(key, (digest, marker)));
+    Ok(applied)
+}
+
+/// The room's token-key Secret: created once, never replaced. A Secret
+/// deleted by hand is made again with a new key, keeping the previous one
+/// (if this process saw it) as the retired key; the brokers roll to it.
+async fn token_key(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Secret> {
+    let name = secret::secret_name(room);
+    let existing = match ctx
+        .caches
+        .secrets
+        .get(&ObjectRef::new(&name).within(namespace))
+    {
+        Some(cached) => Some(Secret::clone(&cached)),
+        // The cache may lag behind a Secret created a moment ago.
+        None => {
+            Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+                .get_opt(&name)
+                .await?
+        }
+    };
+    if let Some(existing) = existing {
+        ctx.memory(room, |m| m.last_key = secret::key(&existing));
+        return Ok(existing);
+    }
+    let retired = ctx.memory(room, |m| m.last_key.clone());
+    let fresh = secret::build(room, EntryTokenSigner::generate_pem(), retired);
+    let created = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .create(&PostParams::default(), &fresh)
+        .await?;
+    ctx.memory(room, |m| m.last_key = secret::key(&created));
+    let note = format!("created the entry-token key Secret {name}");
+    ctx.event(room, EventType::Normal, "KeyCreated", note).await;
     Ok(created)
 }
 
@@ -340,13 +453,38 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
         broker_replicas,
         config_revision,
         token_key_digest: secret::key_digest(&key),
+        retired_key: secret::has_retired(&key),
     };
-    let brokers = apply_object(&ctx.client, namespace, &broker::deployment(room, &inputs)).await?;
-    apply_object(&ctx.client, namespace, &broker::service(room)).await?;
-    apply_object(&ctx.client, namespace, &broker::disruption_budget(room)).await?;
-    let dispatchers = apply_object(
-        &ctx.client,
+    let caches = &ctx.caches;
+    let brokers = ensure_child(
+        room,
+        ctx,
         namespace,
+        &caches.deployments,
+        &broker::deployment(room, &inputs),
+    )
+    .await?;
+    ensure_child(
+        room,
+        ctx,
+        namespace,
+        &caches.services,
+        &broker::service(room),
+    )
+    .await?;
+    ensure_child(
+        room,
+        ctx,
+        namespace,
+        &caches.budgets,
+        &broker::disruption_budget(room),
+    )
+    .await?;
+    let dispatchers = ensure_child(
+        room,
+        ctx,
+        namespace,
+        &caches.deployments,
         &dispatcher::deployment(room, &inputs),
     )
     .await?;

@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use tracing_subscriber::EnvFilter;
 use usher_operator::children::DEFAULT_IMAGE;
-use usher_operator::controller::{self, Context, Settings};
+use usher_operator::controller::{self, Settings};
 use usher_operator::crd::WaitingRoom;
 use usher_operator::leader::LeaseLock;
 use usher_operator::metrics::Metrics;
@@ -124,7 +124,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         image: args.image,
         status_interval: args.status_interval,
     };
-    controller::run(Context::new(client, settings, metrics)).await;
+    controller::run(client, settings, metrics).await;
     Ok(())
 }
 

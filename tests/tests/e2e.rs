@@ -95,6 +95,12 @@ fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
         env.insert("USHER_LOG".into(), "warn".into());
         if role == "broker" {
             env.insert("USHER_TOKEN_KEY".into(), key_file.display().to_string());
+            if env.contains_key("USHER_TOKEN_RETIRED_KEYS") {
+                env.insert(
+                    "USHER_TOKEN_RETIRED_KEYS".into(),
+                    retired_path(key_file).display().to_string(),
+                );
+            }
             env.insert("USHER_BROKER_ID".into(), "e2e-broker".into());
         }
         Process(
@@ -244,24 +250,8 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     }
 
     // Play the kubelet for the runtime pods, with the key from the Secret.
-    let secret = cluster.get(NS, "secret/concert-token-key");
-    let pem = Command::new("base64")
-        .arg("-d")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let key_file = std::env::temp_dir().join(format!("usher-e2e-key-{}.pem", std::process::id()));
-    {
-        use std::io::Write as _;
-        let mut pem = pem;
-        pem.stdin
-            .take()
-            .unwrap()
-            .write_all(secret["data"]["entry.pem"].as_str().unwrap().as_bytes())
-            .unwrap();
-        std::fs::write(&key_file, pem.wait_with_output().unwrap().stdout).unwrap();
-    }
+    write_key(&cluster.get(NS, "secret/concert-token-key"), &key_file);
     let pods = start_runtime(&cluster, &key_file);
 
     // 1,000 visitors join; some stream.
@@ -309,6 +299,33 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
         cluster.get(NS, "deployment/concert-broker")["spec"]["replicas"],
         5
     );
+
+    // Hand edits are put back; a deleted key Secret is made again, and the
+    // brokers roll to the new key.
+    cluster.kubectl_ok(&[
+        "-n",
+        NS,
+        "scale",
+        "deployment/concert-broker",
+        "--replicas=1",
+    ]);
+    eventually(Duration::from_secs(30), "the edit undone", || {
+        (cluster.get(NS, "deployment/concert-broker")["spec"]["replicas"] == 5).then_some(())
+    });
+    let digest = |cluster: &Cluster| {
+        cluster.get(NS, "deployment/concert-broker")["spec"]["template"]["metadata"]["annotations"]
+            ["usher.dev/token-key-digest"]
+            .clone()
+    };
+    let before = digest(&cluster);
+    cluster.kubectl_ok(&["-n", NS, "delete", "secret", "concert-token-key"]);
+    eventually(Duration::from_secs(30), "a new key rolled out", || {
+        cluster
+            .kubectl(&["-n", NS, "get", "secret", "concert-token-key"], None)
+            .ok()?;
+        (digest(&cluster) != before).then_some(())
+    });
+    write_key(&cluster.get(NS, "secret/concert-token-key"), &key_file);
 
     // More capacity: the pods roll with the new rules and admissions follow.
     drop(streams);
@@ -408,7 +425,40 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
             (!left.contains("concert-")).then_some(())
         },
     );
+    let _ = std::fs::remove_file(retired_path(&key_file));
     let _ = std::fs::remove_file(key_file);
+}
+
+/// Where the retired key of `key_file` goes.
+fn retired_path(key_file: &std::path::Path) -> std::path::PathBuf {
+    key_file.with_extension("retired.pem")
+}
+
+/// Writes the keys of `secret` where the broker process reads them (the
+/// kubelet would mount them).
+fn write_key(secret: &Value, key_file: &std::path::Path) {
+    use std::io::Write as _;
+    for (field, path) in [
+        ("entry.pem", key_file.to_path_buf()),
+        ("retired.pem", retired_path(key_file)),
+    ] {
+        let Some(encoded) = secret["data"][field].as_str() else {
+            continue;
+        };
+        let mut decode = Command::new("base64")
+            .arg("-d")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        decode
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(encoded.as_bytes())
+            .unwrap();
+        std::fs::write(path, decode.wait_with_output().unwrap().stdout).unwrap();
+    }
 }
 
 /// Runs a store call from a synchronous polling closure.

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::{RuntimeDeployment, annotations, resources};
-use super::secret::{KEY_FILE, MOUNT_PATH, secret_name};
+use super::secret::{KEY_FILE, MOUNT_PATH, RETIRED_FILE, secret_name};
 use super::{BROKER, Inputs, child_meta, child_name, env, selector};
 use crate::crd::WaitingRoom;
 
@@ -26,6 +26,13 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
         value: Some(format!("{MOUNT_PATH}/{KEY_FILE}")),
         value_from: None,
     });
+    if inputs.retired_key {
+        env.push(EnvVar {
+            name: "USHER_TOKEN_RETIRED_KEYS".into(),
+            value: Some(format!("{MOUNT_PATH}/{RETIRED_FILE}")),
+            value_from: None,
+        });
+    }
     env.push(EnvVar {
         name: "USHER_BROKER_ID".into(),
         value: None,
@@ -213,6 +220,23 @@ mod tests {
                 }
             )
         );
+    }
+
+    #[test]
+    fn a_retired_key_is_handed_to_the_brokers_only_when_there_is_one() {
+        let has = |inputs: &Inputs| {
+            let deployment = deployment(&basic(), inputs);
+            let env = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap();
+            env.iter().any(|e| e.name == "USHER_TOKEN_RETIRED_KEYS")
+        };
+        assert!(!has(&inputs()));
+        assert!(has(&Inputs {
+            retired_key: true,
+            ..inputs()
+        }));
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Inputs {
     pub config_revision: i64,
     /// A digest of the entry-token key, so a new key rolls the brokers.
     pub token_key_digest: String,
+    /// The key Secret also holds a retired key (see `secret::RETIRED_FILE`).
+    pub retired_key: bool,
 }
 
 /// Names of a room's children.
@@ -106,6 +108,7 @@ pub(crate) mod fixtures {
             broker_replicas: 3,
             config_revision: 4,
             token_key_digest: "abc".into(),
+            retired_key: false,
         }
     }
 }

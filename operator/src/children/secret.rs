@@ -12,6 +12,9 @@ use crate::crd::WaitingRoom;
 
 /// The key file's name inside the Secret and the mounted directory.
 pub const KEY_FILE: &str = "entry.pem";
+/// The previous key, kept when the Secret had to be made again, so that
+/// session tokens and visitor cookies made with it keep verifying.
+pub const RETIRED_FILE: &str = "retired.pem";
 /// Where brokers find the Secret's files.
 pub const MOUNT_PATH: &str = "/etc/usher/keys";
 
@@ -19,17 +22,32 @@ pub fn secret_name(room: &WaitingRoom) -> String {
     super::child_name(room, "token-key")
 }
 
-/// A new Secret with a fresh Ed25519 key (PKCS#8 PEM).
-pub fn build(room: &WaitingRoom, pem: String) -> Secret {
+/// A new Secret with a fresh Ed25519 key (PKCS#8 PEM), and the key it
+/// replaces if there was one.
+pub fn build(room: &WaitingRoom, pem: String, retired: Option<Vec<u8>>) -> Secret {
+    let mut data = BTreeMap::from([(KEY_FILE.to_owned(), ByteString(pem.into_bytes()))]);
+    if let Some(retired) = retired {
+        data.insert(RETIRED_FILE.to_owned(), ByteString(retired));
+    }
     Secret {
         metadata: child_meta(room, secret_name(room), "token-key"),
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(
-            KEY_FILE.to_owned(),
-            ByteString(pem.into_bytes()),
-        )])),
+        data: Some(data),
         ..Secret::default()
     }
+}
+
+/// The signing key in `secret`, if any.
+pub fn key(secret: &Secret) -> Option<Vec<u8>> {
+    secret.data.as_ref()?.get(KEY_FILE).map(|k| k.0.clone())
+}
+
+/// Whether `secret` carries a retired key too.
+pub fn has_retired(secret: &Secret) -> bool {
+    secret
+        .data
+        .as_ref()
+        .is_some_and(|d| d.contains_key(RETIRED_FILE))
 }
 
 /// A digest of the key in `secret`, placed on the broker pods so that a new
@@ -55,7 +73,7 @@ mod tests {
     #[test]
     fn the_secret_is_owned_and_holds_the_key() {
         let room = basic();
-        let secret = build(&room, "PEM".into());
+        let secret = build(&room, "PEM".into(), None);
         assert_eq!(secret.metadata.name.as_deref(), Some("concert-token-key"));
         assert_eq!(secret.metadata.namespace.as_deref(), Some("tickets"));
         let owner = &secret
@@ -69,10 +87,13 @@ mod tests {
                 .map(|o| (o.kind.as_str(), o.uid.as_str(), o.controller)),
             Some(("WaitingRoom", "u-1", Some(true)))
         );
-        assert_eq!(key_digest(&secret), key_digest(&build(&room, "PEM".into())));
+        assert_eq!(
+            key_digest(&secret),
+            key_digest(&build(&room, "PEM".into(), None))
+        );
         assert_ne!(
             key_digest(&secret),
-            key_digest(&build(&room, "OTHER".into()))
+            key_digest(&build(&room, "OTHER".into(), None))
         );
     }
 }
