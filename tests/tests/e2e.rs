@@ -132,6 +132,29 @@ fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
     pods
 }
 
+/// Applies `manifest`, waits until the operator put the new rules in the
+/// pod template (`expected` env value), then starts the rolled pods.
+fn roll_out(
+    cluster: &Cluster,
+    manifest: &str,
+    expected: (&str, &str),
+    key_file: &std::path::Path,
+) -> RuntimePods {
+    cluster.apply(NS, manifest).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "new rules in the pod template",
+        || {
+            (pod_env(cluster, "concert-dispatcher")
+                .get(expected.0)
+                .map(String::as_str)
+                == Some(expected.1))
+            .then_some(())
+        },
+    );
+    start_runtime(cluster, key_file)
+}
+
 fn status(cluster: &Cluster) -> Value {
     cluster.get(NS, &format!("waitingroom/{ROOM}"))["status"].clone()
 }
@@ -330,38 +353,24 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     // More capacity: the pods roll with the new rules and admissions follow.
     drop(streams);
     drop(pods);
-    cluster
-        .apply(NS, &room_manifest(&redis.url(), 80, false))
-        .unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "new rules in the pod template",
-        || {
-            (pod_env(&cluster, "concert-dispatcher")
-                .get("USHER_CAPACITY")
-                .map(String::as_str)
-                == Some("80"))
-            .then_some(())
-        },
+    let pods = roll_out(
+        &cluster,
+        &room_manifest(&redis.url(), 80, false),
+        ("USHER_CAPACITY", "80"),
+        &key_file,
     );
-    let pods = start_runtime(&cluster, &key_file);
     eventually(Duration::from_secs(30), "80 active", || {
         (status(&cluster)["active"] == 80).then_some(())
     });
 
     // Paused: completed visitors free slots that nobody takes.
     drop(pods);
-    cluster
-        .apply(NS, &room_manifest(&redis.url(), 80, true))
-        .unwrap();
-    eventually(Duration::from_secs(30), "paused rules", || {
-        (pod_env(&cluster, "concert-dispatcher")
-            .get("USHER_PAUSED")
-            .map(String::as_str)
-            == Some("true"))
-        .then_some(())
-    });
-    let pods = start_runtime(&cluster, &key_file);
+    let pods = roll_out(
+        &cluster,
+        &room_manifest(&redis.url(), 80, true),
+        ("USHER_PAUSED", "true"),
+        &key_file,
+    );
     eventually(Duration::from_secs(30), "Paused phase", || {
         (status(&cluster)["phase"] == "Paused").then_some(())
     });
@@ -386,17 +395,12 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
 
     // Resumed: the free slots fill again.
     drop(pods);
-    cluster
-        .apply(NS, &room_manifest(&redis.url(), 80, false))
-        .unwrap();
-    eventually(Duration::from_secs(30), "resumed rules", || {
-        (pod_env(&cluster, "concert-dispatcher")
-            .get("USHER_PAUSED")
-            .map(String::as_str)
-            == Some("false"))
-        .then_some(())
-    });
-    let pods = start_runtime(&cluster, &key_file);
+    let pods = roll_out(
+        &cluster,
+        &room_manifest(&redis.url(), 80, false),
+        ("USHER_PAUSED", "false"),
+        &key_file,
+    );
     eventually(Duration::from_secs(30), "80 active again", || {
         (status(&cluster)["active"] == 80).then_some(())
     });
