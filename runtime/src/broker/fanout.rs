@@ -100,26 +100,29 @@ impl Drop for Subscription {
 
 const ETA_WINDOW_MS: Millis = 60_000;
 
-/// Seconds until `position` is admitted at the observed admission rate (the
-/// rules' nominal rate until a few admissions were seen); `None` while the
-/// room admits nobody.
-fn eta_for(
-    config: Option<&RoomConfig>,
-    recent: &VecDeque<Millis>,
-    position: u64,
-    now: Millis,
-) -> Option<u64> {
-    let config = config?;
-    if config.phase(now) != Phase::Open {
-        return None;
+impl State {
+    /// Admissions per second to estimate waits with: the observed rate (the
+    /// rules' nominal rate until a few admissions were seen); `None` while
+    /// the room admits nobody. Computed once per broadcast, not per visitor.
+    fn admission_pace(&self, now: Millis) -> Option<f64> {
+        let config = self.config.as_ref()?;
+        if config.phase(now) != Phase::Open {
+            return None;
+        }
+        let recent = &self.recent_admissions;
+        let per_second = if recent.len() >= 5 {
+            let since = recent.front().copied().unwrap_or(now);
+            recent.len() as f64 / ((now - since).max(1_000) as f64 / 1000.0)
+        } else {
+            config.nominal_admissions_per_second()
+        };
+        (per_second > 0.0).then_some(per_second)
     }
-    let per_second = if recent.len() >= 5 {
-        let since = recent.front().copied().unwrap_or(now);
-        recent.len() as f64 / ((now - since).max(1_000) as f64 / 1000.0)
-    } else {
-        config.nominal_admissions_per_second()
-    };
-    (per_second > 0.0).then(|| (position as f64 / per_second).ceil() as u64)
+}
+
+/// Seconds until `position` is admitted at `pace` admissions per second.
+fn eta(pace: Option<f64>, position: u64) -> Option<u64> {
+    pace.map(|per_second| (position as f64 / per_second).ceil() as u64)
 }
 
 impl Fanout {
@@ -140,13 +143,7 @@ impl Fanout {
 
     /// Seconds until `position` is admitted, as shown to users.
     pub fn eta(&self, position: u64, now: Millis) -> Option<u64> {
-        let state = self.lock();
-        eta_for(
-            state.config.as_ref(),
-            &state.recent_admissions,
-            position,
-            now,
-        )
+        eta(self.lock().admission_pace(now), position)
     }
 
     pub fn generation(&self) -> u64 {
@@ -214,12 +211,7 @@ impl Fanout {
         } else {
             store_waiting
         };
-        let eta = eta_for(
-            state.config.as_ref(),
-            &state.recent_admissions,
-            position,
-            now,
-        );
+        let eta = eta(state.admission_pace(now), position);
         let frame = PositionData {
             position,
             waiting,
@@ -365,24 +357,20 @@ impl Fanout {
         state.broadcast_version = state.version;
         state.broadcasts += 1;
         let mut sent = 0;
+        let (pace, waiting) = (state.admission_pace(now), state.line.len());
         let state = &mut *state;
         for sub in state.subscribers.values_mut() {
             let Standing::Waiting { ticket } = sub.standing else {
                 continue;
             };
             let position = state.line.position(ticket);
-            let eta = eta_for(
-                state.config.as_ref(),
-                &state.recent_admissions,
-                position,
-                now,
-            );
+            let eta = eta(pace, position);
             if sub.last_sent == Some((position, eta)) {
                 continue;
             }
             let data = PositionData {
                 position,
-                waiting: state.line.len(),
+                waiting,
                 eta_seconds: eta,
             };
             sub.frames.send_replace(Some(data.frame(state.broadcasts)));
