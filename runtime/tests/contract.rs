@@ -142,6 +142,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         (
             client
                 .post(format!("{base}/v1/rooms/{ROOM}/queue"))
+                .header("content-type", "application/json")
                 .body("[1,2]"),
             StatusCode::BAD_REQUEST,
             "invalid_body",
@@ -149,9 +150,25 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         (
             client
                 .post(format!("{base}/v1/rooms/{ROOM}/queue"))
+                .header("content-type", "application/json")
                 .body("{"),
             StatusCode::BAD_REQUEST,
             "invalid_body",
+        ),
+        // A cross-site form cannot take a place in line, even empty.
+        (
+            client
+                .post(format!("{base}/v1/rooms/{ROOM}/queue"))
+                .header("content-type", "application/x-www-form-urlencoded"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/rooms/{ROOM}/queue"))
+                .body("{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
         ),
         (
             client

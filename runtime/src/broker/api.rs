@@ -2,25 +2,22 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::stream;
 use serde::{Deserialize, Serialize};
 
 use super::Broker;
 use super::error::{ApiError, ErrorCode};
+use super::events::StreamHandoff;
 use crate::auth::{self, SESSION_COOKIE, random_id};
 use crate::clock::{now_ms, rfc3339};
 use crate::queue::{SessionState, SessionView};
 
-/// Largest request body accepted (joins carry at most a small JSON object).
-const MAX_BODY: usize = 1024;
 const WAITING_PAGE: &str = include_str!("../web/waiting.html");
 
 type Shared = State<Arc<Broker>>;
@@ -54,7 +51,6 @@ pub fn router(broker: Arc<Broker>) -> Router {
                 "this endpoint does not take that method",
             )
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let metrics = Arc::clone(&metrics);
             async move {
@@ -228,21 +224,32 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn join(
-    State(broker): Shared,
-    ServedRoom(room): ServedRoom,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let body = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body is over {MAX_BODY} bytes or unreadable: {e}"),
-        )
-    })?;
+/// A join's body is empty or JSON. A declared type other than JSON is
+/// refused even with an empty body: browsers send one with every
+/// cross-site form, and a form must not be able to take a place in line.
+fn check_join_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let declared_json = header_text(headers, header::CONTENT_TYPE).map(|value| {
+        let essence = value.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json")
+            || essence.rsplit_once('+').is_some_and(|(kind, suffix)| {
+                kind.to_ascii_lowercase().starts_with("application/")
+                    && suffix.eq_ignore_ascii_case("json")
+            })
+    });
+    let empty = body.iter().all(u8::is_ascii_whitespace);
+    match declared_json {
+        Some(true) => {}
+        None if empty => {}
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a join carries no body, or a JSON object with Content-Type: application/json",
+            ));
+        }
+    }
     let is_object = body.iter().all(u8::is_ascii_whitespace)
-        || serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.is_object());
+        || serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
     if !is_object {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -250,6 +257,41 @@ async fn join(
             "the body must be empty or a JSON object",
         ));
     }
+    Ok(())
+}
+
+/// Whether the visitor reached the first proxy over HTTPS. Proxies append
+/// to `X-Forwarded-Proto` and `Forwarded`, so the first entry is the one
+/// the visitor's own connection used.
+fn visitor_used_https(headers: &HeaderMap) -> bool {
+    let first_entry = |name: header::HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .next()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    if let Some(forwarded) = first_entry(header::FORWARDED) {
+        return forwarded.split(';').any(|pair| {
+            pair.trim().split_once('=').is_some_and(|(key, value)| {
+                key.trim().eq_ignore_ascii_case("proto")
+                    && value.trim().trim_matches('"').eq_ignore_ascii_case("https")
+            })
+        });
+    }
+    first_entry(header::HeaderName::from_static("x-forwarded-proto"))
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+}
+
+async fn join(
+    State(broker): Shared,
+    ServedRoom(room): ServedRoom,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    check_join_body(&headers, &body)?;
     let identity = broker.users.identify(
         header_text(&headers, header::AUTHORIZATION),
         header_text(&headers, header::COOKIE),
@@ -269,11 +311,7 @@ async fn join(
         StatusCode::OK
     };
     // Behind a TLS-terminating proxy, keep the cookies off plain HTTP.
-    let secure = header_text(
-        &headers,
-        header::HeaderName::from_static("x-forwarded-proto"),
-    )
-    .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+    let secure = visitor_used_https(&headers);
     let session_cookie =
         format!("{SESSION_COOKIE}={token}; Path=/v1/rooms/{room}/; HttpOnly; SameSite=Lax");
     let mut response = (
@@ -349,24 +387,17 @@ async fn complete(State(broker): Shared, HeldSession(sid): HeldSession) -> ApiRe
     Ok(Json(broker.session_body(&view, None)).into_response())
 }
 
-/// The SSE stream of one session, for requests that reach it through the
-/// router (the listener serves most streams on its own, more leanly).
+/// Opens the SSE stream of one session; the listener writes it out.
 async fn events(State(broker): Shared, HeldSession(sid): HeldSession) -> ApiResult {
     let feed = broker.open_events(&sid).await?;
-    let chunks = stream::unfold(feed, |mut feed| async move {
-        feed.next()
-            .await
-            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), feed))
-    });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        Body::from_stream(chunks),
-    )
-        .into_response())
+    let mut response = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::HeaderName::from_static("x-accel-buffering"), "no"),
+    ]
+    .into_response();
+    response.extensions_mut().insert(StreamHandoff::new(feed));
+    Ok(response)
 }
 
 async fn room_stats(State(broker): Shared, _: ServedRoom) -> ApiResult {

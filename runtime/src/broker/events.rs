@@ -1,8 +1,9 @@
 //! Opening a session's event stream, and the sequence of bytes it sends.
-//! Shared by the lean native path (`listener.rs`) and the axum route.
+//! The route opens the stream; the listener writes it to the socket.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use axum::http::StatusCode;
 use bytes::Bytes;
 use tokio::sync::watch;
 
@@ -20,7 +21,16 @@ impl Broker {
     /// `sid` must have been checked with [`Broker::check_session`].
     pub(super) async fn open_events(self: &Arc<Self>, sid: &str) -> Result<EventFeed, ApiError> {
         // Subscribe before reading, so no change between the two is missed.
-        let subscription = self.fanout.subscribe(sid);
+        let subscription = self.fanout.subscribe(sid).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "a session may hold at most {} streams at once",
+                    super::fanout::MAX_STREAMS_PER_SESSION
+                ),
+            )
+        })?;
         let generation = self.fanout.generation();
         let view = self.store.session(sid, Some(now_ms())).await?;
         self.show(&view, generation);
@@ -31,6 +41,21 @@ impl Broker {
             shutdown: self.shutdown.clone(),
             finished: false,
         })
+    }
+}
+
+/// An opened stream, handed from the route to the listener in the
+/// response's extensions: the listener writes it to the socket itself.
+#[derive(Clone)]
+pub(super) struct StreamHandoff(Arc<Mutex<Option<EventFeed>>>);
+
+impl StreamHandoff {
+    pub fn new(feed: EventFeed) -> Self {
+        StreamHandoff(Arc::new(Mutex::new(Some(feed))))
+    }
+
+    pub fn take(&self) -> Option<EventFeed> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 

@@ -99,6 +99,10 @@ impl Drop for Subscription {
 }
 
 const ETA_WINDOW_MS: Millis = 60_000;
+/// The most streams one session may hold on a broker at once: a few tabs
+/// and a reconnect racing its predecessor's teardown, but not a flood that
+/// would inflate the connection count the operator scales by.
+pub const MAX_STREAMS_PER_SESSION: usize = 4;
 
 impl State {
     /// Admissions per second to estimate waits with: the observed rate (the
@@ -155,10 +159,18 @@ impl Fanout {
     }
 
     /// Opens a stream's hold on `sid`. The receiver first yields the
-    /// session's current frame, if any.
-    pub fn subscribe(self: &Arc<Self>, sid: &str) -> Subscription {
-        self.metrics.connections.fetch_add(1, Relaxed);
+    /// session's current frame, if any. `None` when the session already
+    /// holds [`MAX_STREAMS_PER_SESSION`] streams.
+    pub fn subscribe(self: &Arc<Self>, sid: &str) -> Option<Subscription> {
         let mut state = self.lock();
+        if state
+            .subscribers
+            .get(sid)
+            .is_some_and(|sub| sub.streams >= MAX_STREAMS_PER_SESSION)
+        {
+            return None;
+        }
+        self.metrics.connections.fetch_add(1, Relaxed);
         let sub = state
             .subscribers
             .entry(sid.to_owned())
@@ -171,11 +183,11 @@ impl Fanout {
         sub.streams += 1;
         let mut frames = sub.frames.subscribe();
         frames.mark_changed();
-        Subscription {
+        Some(Subscription {
             frames,
             sid: sid.to_owned(),
             fanout: Arc::clone(self),
-        }
+        })
     }
 
     /// Records that `sid` waits with `ticket` and sends its position now.

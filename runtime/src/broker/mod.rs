@@ -7,8 +7,8 @@ pub use self::api::valid_room_id;
 mod error;
 mod events;
 mod fanout;
+mod http;
 mod line;
-mod listener;
 mod sse;
 mod tasks;
 
@@ -92,7 +92,13 @@ impl Broker {
     pub async fn run(self: &Arc<Self>, listener: tokio::net::TcpListener) {
         tasks::spawn_all(self, &self.shutdown);
         let router = api::router(Arc::clone(self));
-        listener::serve(listener, Arc::clone(self), router, self.shutdown.clone()).await;
+        http::serve(
+            listener,
+            router,
+            Arc::clone(&self.metrics),
+            self.shutdown.clone(),
+        )
+        .await;
     }
 
     fn entry_token(
