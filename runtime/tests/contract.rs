@@ -377,18 +377,36 @@ async fn cookies_are_secure_behind_a_tls_proxy_and_bad_paths_get_json() {
         cookies.iter().all(|c| c.ends_with("; Secure")),
         "{cookies:?}"
     );
-    let plain = client
-        .post(format!("{base}/v1/rooms/{ROOM}/queue"))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        plain
+    // Proxies append: the first entry is the visitor's own connection.
+    for (name, value, secure) in [
+        ("x-forwarded-proto", "https, http", true),
+        ("x-forwarded-proto", "http, https", false),
+        (
+            "forwarded",
+            "for=192.0.2.1;proto=https, for=10.0.0.1;proto=http",
+            true,
+        ),
+        ("forwarded", "for=192.0.2.1;proto=http", false),
+        ("x-request-id", "1", false),
+    ] {
+        let response = client
+            .post(format!("{base}/v1/rooms/{ROOM}/queue"))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        let cookies: Vec<&str> = response
             .headers()
             .get_all("set-cookie")
             .iter()
-            .all(|v| !v.to_str().unwrap().contains("Secure"))
-    );
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(cookies.len(), 2);
+        assert!(
+            cookies.iter().all(|c| c.ends_with("; Secure") == secure),
+            "{name}: {value}: {cookies:?}"
+        );
+    }
     for path in [
         "/v1/rooms/%FF",
         "/v1/rooms/%FF/queue",

@@ -248,8 +248,8 @@ fn check_join_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
             ));
         }
     }
-    let is_object = body.iter().all(u8::is_ascii_whitespace)
-        || serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
+    let is_object =
+        empty || serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
     if !is_object {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -76,8 +76,11 @@ async fn handle(
 ) {
     let _ = stream.set_nodelay(true);
     detect_dead_peers(&stream);
-    let connection = Connection::new(stream);
-    if let Some((connection, head, handoff)) = connection.serve(&router, &metrics, shutdown).await
+    // Boxed, so a held stream does not keep the request phase's memory:
+    // its state lives in this task's future only until it is done.
+    let served = Box::pin(Connection::new(stream).serve(&router, &metrics, shutdown)).await;
+    drop((router, metrics));
+    if let Some((connection, head, handoff)) = served
         && let Some(feed) = handoff.take()
     {
         stream_events(connection, head, feed).await;
