@@ -1,9 +1,13 @@
 //! Hardening of real `usher` processes: platform JWTs must carry the claims
-//! the broker is configured to require.
+//! the broker is configured to require, and absurd durations stop the
+//! process at start.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use common::{ROOM, Room};
 use reqwest::StatusCode;
@@ -48,4 +52,33 @@ async fn a_platform_jwt_without_the_required_issuer_is_refused() {
     .await
     .unwrap();
     assert_eq!(accepted.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn an_absurd_session_duration_stops_the_broker_at_start() {
+    let room = Room::new(&[("USHER_SESSION_DURATION", "10000y")]);
+    let mut broker = room
+        .command("broker")
+        .env("USHER_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = broker.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = broker.kill();
+            panic!("the broker accepted a session duration of 10000 years");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stderr = std::io::read_to_string(broker.stderr.take().unwrap()).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--session-duration") && stderr.contains("at most"),
+        "{stderr}"
+    );
 }

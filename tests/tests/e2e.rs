@@ -213,6 +213,26 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
             .unwrap_err()
             .contains("closesAt must be after opensAt")
     );
+    // What the runtime would refuse at start is refused here already.
+    for (spoiled, reason) in [
+        (
+            "sessionDuration: 169h",
+            "sessionDuration must be from 1ms to 168h",
+        ),
+        (
+            "sessionDuration: 0s",
+            "sessionDuration must be from 1ms to 168h",
+        ),
+        (
+            "sessionDuration: 10m\n  opensAt: \"2026-12-01T10:00:00+02:00\"",
+            "spec.opensAt",
+        ),
+    ] {
+        let manifest = room_manifest("redis://127.0.0.1:1/", 5, false)
+            .replace("sessionDuration: 10m", spoiled);
+        let refused = cluster.apply(NS, &manifest).unwrap_err();
+        assert!(refused.contains(reason), "{spoiled}: {refused}");
+    }
 
     let redis = RedisServer::start();
     let operator_port = free_port();

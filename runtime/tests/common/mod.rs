@@ -75,13 +75,19 @@ impl Room {
     }
 
     fn spawn(&self, role: &str, port: u16, extra: &[(&str, &str)]) -> Process {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_usher"));
-        cmd.arg(role)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut cmd = self.command(role);
         cmd.env("USHER_LISTEN", format!("127.0.0.1:{port}"));
         cmd.envs(extra.iter().copied());
         cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
         Process(cmd.spawn().unwrap())
+    }
+
+    /// `usher <role>` with the room's environment, not started yet.
+    pub fn command(&self, role: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_usher"));
+        cmd.arg(role)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd
     }
 
     /// Starts a broker on `port` and waits until it is ready.
