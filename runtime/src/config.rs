@@ -157,9 +157,12 @@ pub struct BrokerArgs {
     pub users: UserAuthArgs,
     #[command(flatten)]
     pub streams: StreamArgs,
-    /// Address to serve HTTP on.
+    /// Address to serve visitors (HTTP/SSE) and the probes on.
     #[arg(long, env = "USHER_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Address to serve /metrics on, apart from the visitors.
+    #[arg(long, env = "USHER_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
     /// PKCS#8 PEM private key (Ed25519 or P-256) that signs entry tokens.
     #[arg(long, env = "USHER_TOKEN_KEY")]
     pub token_key: String,
@@ -191,6 +194,9 @@ pub struct DemoArgs {
     /// Address to serve the demo on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Also serve /metrics on this address (by default the demo serves none).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Simulated visitors to add, so the line moves for a newcomer.
     #[arg(long, default_value_t = 0)]
     pub simulate: u64,

@@ -89,6 +89,9 @@ struct RuntimePods {
 }
 
 fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
+    // The pod's own metrics address (port 9090) would clash between brokers
+    // on this one host, and with the dispatcher.
+    let broker_metrics_port = free_port();
     let spawn = |role: &str, port: u16| {
         let mut env = pod_env(cluster, &format!("{ROOM}-{role}"));
         env.insert("USHER_LISTEN".into(), format!("127.0.0.1:{port}"));
@@ -102,6 +105,10 @@ fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
                 );
             }
             env.insert("USHER_BROKER_ID".into(), "e2e-broker".into());
+            env.insert(
+                "USHER_METRICS_LISTEN".into(),
+                format!("127.0.0.1:{broker_metrics_port}"),
+            );
         }
         Process(
             Command::new(workspace_bin("usher"))
@@ -129,6 +136,17 @@ fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
             ok.then_some(())
         });
     }
+    let metrics = Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://127.0.0.1:{broker_metrics_port}/metrics"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&metrics.stdout).contains("usher_connections"),
+        "the broker serves no metrics on its metrics port"
+    );
     pods
 }
 
