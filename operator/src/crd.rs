@@ -53,20 +53,24 @@ pub struct WaitingRoomSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub admission_rate: Option<i32>,
-    /// How long an admitted visitor keeps the slot, e.g. `15m`, `90s`, `1h30m`.
+    /// How long an admitted visitor keeps the slot, e.g. `15m`, `90s`,
+    /// `1h30m`: from 1ms to 168h (7 days).
     #[serde(default = "default_session_duration")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new(
+        "duration(self) >= duration('1ms') && duration(self) <= duration('168h')"
+    ).message("sessionDuration must be from 1ms to 168h (7 days)"))]
     pub session_duration: String,
     /// How joins are ordered and admitted.
     #[serde(default)]
     pub queueing: Queueing,
-    /// Before this instant (RFC 3339) visitors join a pre-queue.
+    /// Before this instant (RFC 3339, UTC) visitors join a pre-queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
+    #[schemars(extend("format" = "date-time"), pattern(UTC_INSTANT))]
     pub opens_at: Option<String>,
-    /// From this instant (RFC 3339) joins are refused.
+    /// From this instant (RFC 3339, UTC) joins are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
+    #[schemars(extend("format" = "date-time"), pattern(UTC_INSTANT))]
     pub closes_at: Option<String>,
     /// Stops admissions and keeps the line.
     #[serde(default)]
@@ -78,6 +82,10 @@ pub struct WaitingRoomSpec {
     #[serde(default)]
     pub dispatcher: DispatcherSpec,
 }
+
+/// An RFC 3339 instant as the runtime reads it: UTC (`Z` or `+00:00`), in
+/// the years 1970 to 9999.
+const UTC_INSTANT: &str = r"^(19[7-9][0-9]|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|\+00:00)$";
 
 fn default_session_duration() -> String {
     "15m".into()
@@ -306,6 +314,44 @@ mod tests {
                 "missing {needle:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_schema_refuses_the_instants_the_runtime_refuses() {
+        let pattern = regex::Regex::new(UTC_INSTANT).unwrap();
+        for (instant, accepted) in [
+            ("2026-12-01T10:00:00Z", true),
+            ("2026-12-01T10:00:00.250Z", true),
+            ("2026-12-01T10:00:00+00:00", true),
+            ("1970-01-01T00:00:00Z", true),
+            ("9999-12-31T23:59:59Z", true),
+            ("2026-12-01T10:00:00+02:00", false),
+            ("2026-12-01T10:00:00-05:00", false),
+            ("2026-12-01t10:00:00z", false),
+            ("1969-12-31T23:59:59Z", false),
+            ("0001-01-01T00:00:00Z", false),
+            ("10000-01-01T00:00:00Z", false),
+        ] {
+            assert_eq!(pattern.is_match(instant), accepted, "schema: {instant}");
+            assert_eq!(
+                usher_runtime::clock::parse_rfc3339(instant).is_ok(),
+                accepted,
+                "runtime: {instant}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_schema_bounds_session_durations_as_the_runtime_does() {
+        use usher_runtime::config::{MAX_SESSION_DURATION, parse_session_duration};
+        let hours = MAX_SESSION_DURATION.as_secs() / 3600;
+        assert_eq!(MAX_SESSION_DURATION.as_secs(), hours * 3600);
+        let rule = format!("duration(self) <= duration('{hours}h')");
+        assert!(crd_yaml().unwrap().contains(&rule), "{rule} missing");
+        assert!(parse_session_duration(&format!("{hours}h")).is_ok());
+        assert!(parse_session_duration(&format!("{hours}h1ms")).is_err());
+        assert!(parse_session_duration("1ms").is_ok());
+        assert!(parse_session_duration("0ms").is_err());
     }
 
     #[test]

@@ -42,7 +42,7 @@ struct RunArgs {
     #[arg(long, env = "USHER_RUNTIME_IMAGE", default_value = DEFAULT_IMAGE)]
     image: String,
     /// How often each room's status is refreshed from Redis.
-    #[arg(long, env = "USHER_STATUS_INTERVAL", default_value = "5s", value_parser = usher_runtime::config::parse_duration)]
+    #[arg(long, env = "USHER_STATUS_INTERVAL", default_value = "5s", value_parser = usher_runtime::config::parse_interval)]
     status_interval: Duration,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "USHER_LISTEN", default_value = "0.0.0.0:8080")]

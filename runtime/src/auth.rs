@@ -1,13 +1,15 @@
 //! Who is asking: users (a platform JWT, or an anonymous signed cookie) and
 //! the holders of a session (an HMAC session token bound to room and session).
 
+mod jwt;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rand::RngCore;
-use serde::Deserialize;
 use sha2::Sha256;
+
+pub use self::jwt::{JwtSettings, PlatformJwt};
 
 /// The cookie that carries an anonymous user's id.
 pub const USER_COOKIE: &str = "usher_user";
@@ -140,75 +142,17 @@ pub struct Identity {
     pub set_cookie: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct UserClaims {
-    sub: String,
-}
-
 /// How the broker tells users apart.
 pub enum UserAuth {
     /// A signed cookie names the user; newcomers get one.
     Anonymous { keys: MacKeys },
     /// The platform's JWT (`Authorization: Bearer`) names the user in `sub`.
-    Jwt {
-        key: DecodingKey,
-        validation: Box<Validation>,
-    },
-}
-
-/// What `UserAuth::jwt` needs to know of the platform's tokens.
-pub struct JwtSettings<'a> {
-    /// HS256, RS256 or ES256.
-    pub algorithm: Algorithm,
-    /// HS256: the shared secret itself; RS256/ES256: a PEM public key file.
-    pub key: &'a str,
-    pub issuer: Option<&'a str>,
-    pub audience: Option<&'a str>,
+    Jwt(Box<PlatformJwt>),
 }
 
 impl UserAuth {
     pub fn jwt(settings: &JwtSettings<'_>) -> Result<Self, AuthConfigError> {
-        if settings.key.is_empty() {
-            return Err(AuthConfigError::MissingKey);
-        }
-        let read = |path: &str| {
-            std::fs::read(path).map_err(|source| AuthConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })
-        };
-        let key = match settings.algorithm {
-            Algorithm::RS256 => {
-                DecodingKey::from_rsa_pem(&read(settings.key)?).map_err(|source| {
-                    AuthConfigError::Key {
-                        alg: "RS256",
-                        source,
-                    }
-                })?
-            }
-            Algorithm::ES256 => {
-                DecodingKey::from_ec_pem(&read(settings.key)?).map_err(|source| {
-                    AuthConfigError::Key {
-                        alg: "ES256",
-                        source,
-                    }
-                })?
-            }
-            _ => DecodingKey::from_secret(settings.key.as_bytes()),
-        };
-        let mut validation = Validation::new(settings.algorithm);
-        validation.leeway = 30;
-        match settings.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = settings.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        Ok(UserAuth::Jwt {
-            key,
-            validation: Box::new(validation),
-        })
+        Ok(UserAuth::Jwt(Box::new(PlatformJwt::new(settings)?)))
     }
 
     /// Names the user behind a request from its Authorization header and cookies.
@@ -240,17 +184,10 @@ impl UserAuth {
                     }
                 })
             }
-            UserAuth::Jwt { key, validation } => {
+            UserAuth::Jwt(platform) => {
                 let token = bearer(authorization).ok_or(AuthError::MissingUserToken)?;
-                let data = jsonwebtoken::decode::<UserClaims>(token, key, validation)
-                    .map_err(|e| AuthError::InvalidUserToken(e.to_string()))?;
-                if data.claims.sub.is_empty() || data.claims.sub.len() > 256 {
-                    return Err(AuthError::InvalidUserToken(
-                        "sub must be 1 to 256 bytes".into(),
-                    ));
-                }
                 Ok(Identity {
-                    user: data.claims.sub,
+                    user: platform.user(token)?,
                     set_cookie: None,
                 })
             }
@@ -294,6 +231,8 @@ pub fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use jsonwebtoken::Algorithm;
+
     use super::*;
 
     #[test]

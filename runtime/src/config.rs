@@ -49,7 +49,7 @@ pub struct RoomArgs {
     #[arg(long, env = "USHER_ADMISSION_RATE", value_parser = clap::value_parser!(u64).range(1..))]
     pub admission_rate: Option<u64>,
     /// How long an admitted user keeps the slot (e.g. 15m, 90s).
-    #[arg(long, env = "USHER_SESSION_DURATION", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "USHER_SESSION_DURATION", default_value = "15m", value_parser = parse_session_duration)]
     pub session_duration: Duration,
     /// FIFO, Random, Passthrough or Reject.
     #[arg(long, env = "USHER_QUEUEING", default_value = "FIFO")]
@@ -64,7 +64,7 @@ pub struct RoomArgs {
     #[arg(long, env = "USHER_PAUSED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub paused: bool,
     /// Drop waiting users whose client is gone (no stream, no poll) this long.
-    #[arg(long, env = "USHER_ABANDON_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, env = "USHER_ABANDON_TIMEOUT", default_value = "2m", value_parser = parse_abandon_timeout)]
     pub abandon_timeout: Duration,
     /// Orders configurations: a process never replaces the room's rules with
     /// ones of a lower revision (an old pod restarting during a rollout).
@@ -137,10 +137,10 @@ pub struct UserAuthArgs {
 #[derive(Args, Debug, Clone)]
 pub struct StreamArgs {
     /// How often positions are broadcast.
-    #[arg(long, env = "USHER_POSITION_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "USHER_POSITION_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub position_interval: Duration,
     /// How often idle streams get a keep-alive comment.
-    #[arg(long, env = "USHER_KEEPALIVE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "USHER_KEEPALIVE_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     pub keepalive_interval: Duration,
     /// `iss` claim of entry tokens.
     #[arg(long, env = "USHER_TOKEN_ISSUER", default_value = "usher")]
@@ -157,9 +157,12 @@ pub struct BrokerArgs {
     pub users: UserAuthArgs,
     #[command(flatten)]
     pub streams: StreamArgs,
-    /// Address to serve HTTP on.
+    /// Address to serve visitors (HTTP/SSE) and the probes on.
     #[arg(long, env = "USHER_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Address to serve /metrics on, apart from the visitors.
+    #[arg(long, env = "USHER_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
     /// PKCS#8 PEM private key (Ed25519 or P-256) that signs entry tokens.
     #[arg(long, env = "USHER_TOKEN_KEY")]
     pub token_key: String,
@@ -179,7 +182,7 @@ pub struct DispatcherArgs {
     #[command(flatten)]
     pub room: RoomArgs,
     /// How often the dispatcher admits (it also admits at once when a slot frees).
-    #[arg(long, env = "USHER_DISPATCH_TICK", default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, env = "USHER_DISPATCH_TICK", default_value = "250ms", value_parser = parse_interval)]
     pub tick: Duration,
     /// Address to serve /metrics, /healthz and /readyz on.
     #[arg(long, env = "USHER_LISTEN", default_value = "0.0.0.0:9090")]
@@ -191,6 +194,9 @@ pub struct DemoArgs {
     /// Address to serve the demo on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Also serve /metrics on this address (by default the demo serves none).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Simulated visitors to add, so the line moves for a newcomer.
     #[arg(long, default_value_t = 0)]
     pub simulate: u64,
@@ -198,19 +204,48 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub capacity: u64,
     /// How long an admitted visitor keeps the slot.
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = parse_session_duration)]
     pub session_duration: Duration,
     /// How often the dispatcher admits.
-    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "250ms", value_parser = parse_interval)]
     pub tick: Duration,
 }
 
-/// A positive duration such as `15m`, `90s` or `250ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Longest an admitted visitor keeps the slot (and an entry token lives).
+pub const MAX_SESSION_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest a waiting visitor may go unseen before being dropped.
+pub const MAX_ABANDON_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Longest period of a process's timers: broadcasts, keep-alives, ticks.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// The engine counts time in milliseconds: nothing shorter means anything.
+const MIN_DURATION: Duration = Duration::from_millis(1);
+
+/// A session duration, 1ms to [`MAX_SESSION_DURATION`].
+pub fn parse_session_duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text, MAX_SESSION_DURATION)
+}
+
+/// An abandon timeout, 1ms to [`MAX_ABANDON_TIMEOUT`].
+pub fn parse_abandon_timeout(text: &str) -> Result<Duration, String> {
+    parse_duration(text, MAX_ABANDON_TIMEOUT)
+}
+
+/// A timer period, 1ms to [`MAX_INTERVAL`].
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    parse_duration(text, MAX_INTERVAL)
+}
+
+/// A duration such as `15m`, `90s` or `250ms`, from 1ms to `longest`.
+/// The bounds keep every instant the processes compute (an admission plus
+/// the session, say) within what they can count and write.
+fn parse_duration(text: &str, longest: Duration) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration such as 15m or 90s: {e}"))?;
-    if duration.is_zero() {
-        return Err("the duration must be more than zero".into());
+    if duration < MIN_DURATION || duration > longest {
+        return Err(format!(
+            "{text:?} is out of bounds: at least 1ms and at most {}",
+            humantime::format_duration(longest)
+        ));
     }
     Ok(duration)
 }
@@ -292,5 +327,47 @@ mod tests {
             panic!("dispatcher expected")
         };
         assert!(args.room.room_config().is_err());
+    }
+
+    /// Parses `usher <role> <flag> <value>` (with what the role requires),
+    /// or says why not.
+    fn parse(role: &str, flag: &str, value: &str) -> Result<Cli, String> {
+        let mut args = vec!["usher", role];
+        match role {
+            "broker" => args.extend(["--room", "r", "--token-key", "k"]),
+            "dispatcher" => args.extend(["--room", "r"]),
+            _ => {}
+        }
+        args.extend([flag, value]);
+        Cli::try_parse_from(&args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn durations_have_sane_upper_bounds() {
+        for (role, flag, longest, too_long) in [
+            ("broker", "--session-duration", "7d", "169h"),
+            ("dispatcher", "--session-duration", "168h", "8d"),
+            ("demo", "--session-duration", "7d", "10000y"),
+            ("broker", "--abandon-timeout", "24h", "25h"),
+            ("broker", "--position-interval", "5m", "301s"),
+            ("broker", "--keepalive-interval", "5m", "1h"),
+            ("dispatcher", "--tick", "5m", "6m"),
+            ("demo", "--tick", "5m", "1d"),
+        ] {
+            assert!(
+                parse(role, flag, longest).is_ok(),
+                "{role} {flag} {longest}"
+            );
+            let refused = parse(role, flag, too_long).unwrap_err();
+            assert!(
+                refused.contains("at most"),
+                "{role} {flag} {too_long}: {refused}"
+            );
+        }
+        // Below the millisecond the engine cannot count.
+        assert!(parse("dispatcher", "--tick", "500us").is_err());
+        assert!(parse("broker", "--session-duration", "1ms").is_ok());
+        // Beyond what the parser can count at all.
+        assert!(parse("broker", "--session-duration", "99999999999999999999h").is_err());
     }
 }

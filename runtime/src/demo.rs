@@ -12,8 +12,9 @@ use crate::clock::now_ms;
 use crate::config::DemoArgs;
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
+use crate::metrics_endpoint;
 use crate::queue::{MemoryStore, Queueing, RoomConfig, SessionState, Store};
-use crate::serve::{listen, shutdown_signal};
+use crate::serve::{listen, serve, shutdown_signal};
 use crate::tokens::EntryTokenSigner;
 
 pub const DEMO_ROOM: &str = "demo";
@@ -56,6 +57,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         settings,
         shutdown.clone(),
     );
+    if let Some(addr) = args.metrics_listen {
+        let router = metrics_endpoint::router(Arc::clone(&store), Arc::clone(&metrics));
+        let server = serve(listen(addr)?, router, shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::warn!(error = format!("{e:#}"), "the metrics server stopped");
+            }
+        });
+    }
     let dispatcher = Dispatcher::new(Arc::clone(&store), metrics, args.tick);
     tokio::spawn(dispatcher.run(shutdown.clone()));
     if args.simulate > 0 {

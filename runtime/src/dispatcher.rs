@@ -107,24 +107,10 @@ impl Dispatcher {
 
 /// `/metrics`, `/healthz` and `/readyz` (the store answers) of a dispatcher.
 pub fn health_router(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> axum::Router {
-    use axum::http::{StatusCode, header};
+    use axum::http::StatusCode;
     use axum::response::IntoResponse;
     use axum::routing::get;
-    axum::Router::new()
-        .route(
-            "/metrics",
-            get({
-                let store = Arc::clone(&store);
-                move || {
-                    let commands = store.commands_sent();
-                    metrics
-                        .store_commands
-                        .store(commands, std::sync::atomic::Ordering::Relaxed);
-                    let text = metrics.render();
-                    async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
-                }
-            }),
-        )
+    crate::metrics_endpoint::router(Arc::clone(&store), metrics)
         .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),

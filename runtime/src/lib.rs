@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatcher;
 pub mod metrics;
+pub mod metrics_endpoint;
 pub mod queue;
 pub mod serve;
 #[doc(hidden)]

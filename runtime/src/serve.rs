@@ -54,13 +54,13 @@ pub fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     Ok(listener)
 }
 
-/// Serves `router` on `addr` until `shutdown` turns true.
+/// Serves `router` on `listener` until `shutdown` turns true.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    axum::serve(listen(addr)?, router)
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
@@ -135,6 +135,12 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         issuer: args.streams.token_issuer,
     };
     let metrics = Arc::new(Metrics::default());
+    let visitors = listen(args.listen)?;
+    let metrics_server = tokio::spawn(serve(
+        listen(args.metrics_listen)?,
+        crate::metrics_endpoint::router(Arc::clone(&store), Arc::clone(&metrics)),
+        shutdown.clone(),
+    ));
     let broker = Broker::new(
         args.store.room,
         store,
@@ -144,8 +150,8 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         settings,
         shutdown,
     );
-    broker.run(listen(args.listen)?).await;
-    Ok(())
+    broker.run(visitors).await;
+    metrics_server.await.context("metrics server task failed")?
 }
 
 pub async fn run_dispatcher(args: DispatcherArgs) -> anyhow::Result<()> {
@@ -156,7 +162,7 @@ pub async fn run_dispatcher(args: DispatcherArgs) -> anyhow::Result<()> {
     let dispatcher = Dispatcher::new(Arc::clone(&store), Arc::clone(&metrics), args.tick);
     let running = tokio::spawn(dispatcher.run(shutdown.clone()));
     serve(
-        args.listen,
+        listen(args.listen)?,
         crate::dispatcher::health_router(store, metrics),
         shutdown,
     )

@@ -29,7 +29,7 @@ async fn a_user_joins_streams_is_admitted_and_completes() {
         ("USHER_DISPATCH_TICK", "50ms"),
         ("USHER_POSITION_INTERVAL", "100ms"),
     ]);
-    let (_broker, base) = room.broker(&[]).await;
+    let (broker, base) = room.broker(&[]).await;
     let client = reqwest::Client::builder()
         .cookie_store(true)
         .build()
@@ -104,7 +104,7 @@ async fn a_user_joins_streams_is_admitted_and_completes() {
         ),
         (Some(0), Some(1), Some(2))
     );
-    let metrics = metrics_text(&base).await;
+    let metrics = metrics_text(&broker.metrics).await;
     assert!(metrics.contains("usher_joins_total 2"), "{metrics}");
     assert!(
         metrics.contains("usher_events_sent_total{event=\"admitted\"} 1"),
@@ -115,7 +115,7 @@ async fn a_user_joins_streams_is_admitted_and_completes() {
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let room = Room::new(&[("USHER_PAUSED", "true")]);
-    let (_broker, base) = room.broker(&[]).await;
+    let (broker, base) = room.broker(&[]).await;
     let client = reqwest::Client::new();
     let alice = join(&client, &base).await;
     let bob = join(&client, &base).await;
@@ -265,7 +265,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         (Some("waiting"), Some(1))
     );
     assert!(alice_now["pollAfterMs"].as_u64().unwrap() >= 1000);
-    let metrics = metrics_text(&base).await;
+    let metrics = metrics_text(&broker.metrics).await;
     assert!(
         metrics.contains("usher_errors_total{code=\"wrong_session\"} 2"),
         "{metrics}"
@@ -514,7 +514,7 @@ async fn leaving_and_the_closed_event() {
 #[tokio::test]
 async fn streams_work_on_fresh_and_kept_alive_connections() {
     let room = Room::new(&[("USHER_PAUSED", "true")]);
-    let (_broker, base) = room.broker(&[]).await;
+    let (broker, base) = room.broker(&[]).await;
     // The same client joins and streams: the stream rides the kept-alive
     // connection of the join and is served by the router.
     let client = reqwest::Client::new();
@@ -578,9 +578,9 @@ async fn streams_work_on_fresh_and_kept_alive_connections() {
     }
     // Both streams are released on the server once they end.
     eventually(Duration::from_secs(5), "no open streams", || {
-        let base = base.clone();
+        let metrics = broker.metrics.clone();
         async move {
-            metrics_text(&base)
+            metrics_text(&metrics)
                 .await
                 .contains("usher_connections 0")
                 .then_some(())

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Process, TempDir, eventually, get_json, wait_ready};
+use common::{Process, TempDir, demo, eventually, get_json, wait_ready};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -126,21 +126,14 @@ const TEXT: &str = "(id) => document.getElementById(id).textContent";
 async fn a_visitor_waits_with_a_live_position_then_is_admitted() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let _demo = Process(
-        Command::new(env!("CARGO_BIN_EXE_usher"))
-            .args([
-                "demo",
-                "--capacity",
-                "1",
-                "--tick",
-                "50ms",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _demo = demo(&[
+        "--capacity",
+        "1",
+        "--tick",
+        "50ms",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
     wait_ready(port).await;
     // Someone else holds the only slot, so the browser's visitor waits.
     let client = reqwest::Client::new();

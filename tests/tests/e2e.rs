@@ -89,6 +89,9 @@ struct RuntimePods {
 }
 
 fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
+    // The pod's own metrics address (port 9090) would clash between brokers
+    // on this one host, and with the dispatcher.
+    let broker_metrics_port = free_port();
     let spawn = |role: &str, port: u16| {
         let mut env = pod_env(cluster, &format!("{ROOM}-{role}"));
         env.insert("USHER_LISTEN".into(), format!("127.0.0.1:{port}"));
@@ -102,6 +105,10 @@ fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
                 );
             }
             env.insert("USHER_BROKER_ID".into(), "e2e-broker".into());
+            env.insert(
+                "USHER_METRICS_LISTEN".into(),
+                format!("127.0.0.1:{broker_metrics_port}"),
+            );
         }
         Process(
             Command::new(workspace_bin("usher"))
@@ -129,6 +136,17 @@ fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
             ok.then_some(())
         });
     }
+    let metrics = Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://127.0.0.1:{broker_metrics_port}/metrics"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&metrics.stdout).contains("usher_connections"),
+        "the broker serves no metrics on its metrics port"
+    );
     pods
 }
 
@@ -213,6 +231,26 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
             .unwrap_err()
             .contains("closesAt must be after opensAt")
     );
+    // What the runtime would refuse at start is refused here already.
+    for (spoiled, reason) in [
+        (
+            "sessionDuration: 169h",
+            "sessionDuration must be from 1ms to 168h",
+        ),
+        (
+            "sessionDuration: 0s",
+            "sessionDuration must be from 1ms to 168h",
+        ),
+        (
+            "sessionDuration: 10m\n  opensAt: \"2026-12-01T10:00:00+02:00\"",
+            "spec.opensAt",
+        ),
+    ] {
+        let manifest = room_manifest("redis://127.0.0.1:1/", 5, false)
+            .replace("sessionDuration: 10m", spoiled);
+        let refused = cluster.apply(NS, &manifest).unwrap_err();
+        assert!(refused.contains(reason), "{spoiled}: {refused}");
+    }
 
     let redis = RedisServer::start();
     let operator_port = free_port();

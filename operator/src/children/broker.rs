@@ -11,16 +11,18 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::{RuntimeDeployment, annotations, resources};
 use super::secret::{KEY_FILE, MOUNT_PATH, RETIRED_FILE, secret_name};
-use super::{BROKER, Inputs, child_meta, child_name, env, selector};
+use super::{BROKER, Inputs, METRICS_PORT, child_meta, child_name, env, selector};
 use crate::crd::WaitingRoom;
 
-/// The port brokers serve HTTP/SSE on.
+/// The port brokers serve visitors (HTTP/SSE) and their probes on; their
+/// metrics are on [`METRICS_PORT`], out of the visitors' reach.
 pub const PORT: i32 = 8080;
 /// Pod annotation carrying the entry-token key digest.
 pub const KEY_DIGEST_ANNOTATION: &str = "usher.dev/token-key-digest";
 
 pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
     let mut env = env::role_env(room, inputs.config_revision, PORT);
+    env.push(env::listen("USHER_METRICS_LISTEN", METRICS_PORT));
     env.push(EnvVar {
         name: "USHER_TOKEN_KEY".into(),
         value: Some(format!("{MOUNT_PATH}/{KEY_FILE}")),
@@ -64,7 +66,8 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
         replicas: inputs.broker_replicas,
         image: inputs.image.clone(),
         env,
-        port: ("http", PORT),
+        ports: vec![("http", PORT), ("metrics", METRICS_PORT)],
+        probe_port: "http",
         // About 3 KiB per stream: 20,000 streams fit well inside 512 MiB.
         resources: room
             .spec
@@ -152,12 +155,23 @@ mod tests {
             Some("/etc/usher/keys/entry.pem")
         );
         assert_eq!(get("USHER_LISTEN").as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(get("USHER_METRICS_LISTEN").as_deref(), Some("0.0.0.0:9090"));
+        let ports: Vec<_> = container
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(ports, [("http", 8080), ("metrics", 9090)]);
         let readiness = container
             .readiness_probe
             .as_ref()
             .and_then(|p| p.http_get.as_ref())
             .unwrap();
         assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+        // The probes ask the visitors' port: that is the one that must answer.
+        assert_eq!(readiness.port, IntOrString::String("http".into()));
         assert_eq!(
             pod.volumes.as_ref().unwrap()[0]
                 .secret
@@ -247,7 +261,13 @@ mod tests {
             service.spec.as_ref().unwrap().selector,
             Some(selector(&room, BROKER))
         );
-        assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8080);
+        // Visitors reach the brokers' HTTP port only, never their metrics.
+        let ports = service.spec.unwrap().ports.unwrap();
+        assert_eq!(
+            ports.iter().map(|p| p.port).collect::<Vec<_>>(),
+            [8080],
+            "{ports:?}"
+        );
         assert_eq!(
             disruption_budget(&room).spec.unwrap().max_unavailable,
             Some(IntOrString::Int(1))

@@ -3,20 +3,19 @@
 use k8s_openapi::api::apps::v1::Deployment;
 
 use super::pod::{RuntimeDeployment, annotations, resources};
-use super::{DISPATCHER, Inputs, env};
+use super::{DISPATCHER, Inputs, METRICS_PORT, env};
 use crate::crd::WaitingRoom;
 
-/// The port dispatchers serve /metrics, /healthz and /readyz on.
-pub const PORT: i32 = 9090;
-
+/// Dispatchers serve `/metrics`, `/healthz` and `/readyz` on one port.
 pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
-    let env = env::role_env(room, inputs.config_revision, PORT);
+    let env = env::role_env(room, inputs.config_revision, METRICS_PORT);
     RuntimeDeployment {
         role: DISPATCHER,
         replicas: room.spec.dispatcher.replicas,
         image: inputs.image.clone(),
         env,
-        port: ("metrics", PORT),
+        ports: vec![("metrics", METRICS_PORT)],
+        probe_port: "metrics",
         resources: resources(("100m", "64Mi"), ("1", "256Mi")),
         volumes: Vec::new(),
         annotations: annotations(env::config_hash(room), &[]),
@@ -55,6 +54,16 @@ mod tests {
         assert_eq!(
             deployment.metadata.name.as_deref(),
             Some("concert-dispatcher")
+        );
+        let port = &container.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.name.as_deref(), port.container_port),
+            (Some("metrics"), 9090)
+        );
+        let liveness = container.liveness_probe.as_ref().unwrap();
+        assert_eq!(
+            liveness.http_get.as_ref().unwrap().port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("metrics".into())
         );
     }
 }

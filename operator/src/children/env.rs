@@ -48,8 +48,13 @@ pub fn room_env(room: &WaitingRoom, config_revision: i64) -> Vec<EnvVar> {
 /// [`room_env`] plus the address a role listens on.
 pub fn role_env(room: &WaitingRoom, config_revision: i64, port: i32) -> Vec<EnvVar> {
     let mut env = room_env(room, config_revision);
-    env.push(plain("USHER_LISTEN", format!("0.0.0.0:{port}")));
+    env.push(listen("USHER_LISTEN", port));
     env
+}
+
+/// `name` set to listen on `port` of every interface of the pod.
+pub fn listen(name: &str, port: i32) -> EnvVar {
+    plain(name, format!("0.0.0.0:{port}"))
 }
 
 fn redis_url(room: &WaitingRoom) -> EnvVar {

@@ -19,6 +19,8 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/usher-dev/usher:0.1.0";
 /// Label values naming the two runtime roles.
 pub const BROKER: &str = "broker";
 pub const DISPATCHER: &str = "dispatcher";
+/// The port both runtime roles serve `/metrics` on (named `metrics`).
+pub const METRICS_PORT: i32 = 9090;
 /// Pod template annotation whose change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "usher.dev/config-hash";
 

@@ -24,7 +24,10 @@ pub struct RuntimeDeployment {
     pub replicas: i32,
     pub image: String,
     pub env: Vec<EnvVar>,
-    pub port: (&'static str, i32),
+    /// Named container ports.
+    pub ports: Vec<(&'static str, i32)>,
+    /// The port, by name, that `/readyz` and `/healthz` are asked on.
+    pub probe_port: &'static str,
     pub resources: ResourceRequirements,
     pub volumes: Vec<(Volume, VolumeMount)>,
     /// Pod template annotations (config hash and the like).
@@ -65,19 +68,23 @@ pub fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequir
 
 impl RuntimeDeployment {
     pub fn build(self, room: &WaitingRoom) -> Deployment {
-        let (port_name, port) = self.port;
         let container = Container {
             name: self.role.into(),
             image: Some(self.image),
             args: Some(vec![self.role.into()]),
             env: Some(self.env),
-            ports: Some(vec![ContainerPort {
-                name: Some(port_name.into()),
-                container_port: port,
-                ..ContainerPort::default()
-            }]),
-            readiness_probe: Some(probe("/readyz", port_name, 5)),
-            liveness_probe: Some(probe("/healthz", port_name, 10)),
+            ports: Some(
+                self.ports
+                    .iter()
+                    .map(|&(name, port)| ContainerPort {
+                        name: Some(name.into()),
+                        container_port: port,
+                        ..ContainerPort::default()
+                    })
+                    .collect(),
+            ),
+            readiness_probe: Some(probe("/readyz", self.probe_port, 5)),
+            liveness_probe: Some(probe("/healthz", self.probe_port, 10)),
             resources: Some(self.resources),
             volume_mounts: Some(self.volumes.iter().map(|(_, m)| m.clone()).collect()),
             security_context: Some(SecurityContext {

@@ -35,7 +35,6 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/rooms/{room}/sessions/{sid}/events", get(events))
         .route("/v1/rooms/{room}/sessions/{sid}/complete", post(complete))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/metrics", get(render_metrics))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -430,19 +429,6 @@ async fn jwks(State(broker): Shared) -> Response {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
         Json(broker.signer.jwks()),
-    )
-        .into_response()
-}
-
-async fn render_metrics(State(broker): Shared) -> Response {
-    let commands = broker.store.commands_sent();
-    broker
-        .metrics
-        .store_commands
-        .store(commands, std::sync::atomic::Ordering::Relaxed);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        broker.metrics.render(),
     )
         .into_response()
 }

@@ -28,6 +28,18 @@ impl Drop for Process {
     }
 }
 
+/// A running `usher` process and the base URL of its `/metrics`.
+pub struct Usher {
+    process: Process,
+    pub metrics: String,
+}
+
+impl Usher {
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+}
+
 /// Redis, a key file and the environment every `usher` process of a room shares.
 pub struct Room {
     pub redis: RedisServer,
@@ -74,24 +86,42 @@ impl Room {
         }
     }
 
-    fn spawn(&self, role: &str, port: u16, extra: &[(&str, &str)]) -> Process {
+    /// Runs `usher <role>` on `port`. A broker serves its metrics on a
+    /// port of their own; a dispatcher serves them on `port`.
+    fn spawn(&self, role: &str, port: u16, extra: &[(&str, &str)]) -> Usher {
+        let mut cmd = self.command(role);
+        cmd.env("USHER_LISTEN", format!("127.0.0.1:{port}"));
+        let metrics_port = if role == "broker" {
+            let metrics_port = free_port();
+            cmd.env("USHER_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"));
+            metrics_port
+        } else {
+            port
+        };
+        cmd.envs(extra.iter().copied());
+        cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+        Usher {
+            process: Process(cmd.spawn().unwrap()),
+            metrics: format!("http://127.0.0.1:{metrics_port}"),
+        }
+    }
+
+    /// `usher <role>` with the room's environment, not started yet.
+    pub fn command(&self, role: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_usher"));
         cmd.arg(role)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        cmd.env("USHER_LISTEN", format!("127.0.0.1:{port}"));
-        cmd.envs(extra.iter().copied());
-        cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
-        Process(cmd.spawn().unwrap())
+        cmd
     }
 
     /// Starts a broker on `port` and waits until it is ready.
-    pub async fn broker_on(&self, port: u16, extra: &[(&str, &str)]) -> Process {
+    pub async fn broker_on(&self, port: u16, extra: &[(&str, &str)]) -> Usher {
         let process = self.spawn("broker", port, extra);
         wait_ready(port).await;
         process
     }
 
-    pub async fn broker(&self, extra: &[(&str, &str)]) -> (Process, String) {
+    pub async fn broker(&self, extra: &[(&str, &str)]) -> (Usher, String) {
         let port = free_port();
         (
             self.broker_on(port, extra).await,
@@ -99,7 +129,7 @@ impl Room {
         )
     }
 
-    pub async fn dispatcher(&self, extra: &[(&str, &str)]) -> Process {
+    pub async fn dispatcher(&self, extra: &[(&str, &str)]) -> Usher {
         let port = free_port();
         let process = self.spawn("dispatcher", port, extra);
         wait_ready(port).await;
@@ -119,6 +149,19 @@ impl Room {
             .await
             .unwrap()
     }
+}
+
+/// Starts `usher demo <args>` with quiet logs; see [`wait_ready`].
+pub fn demo(args: &[&str]) -> Process {
+    Process(
+        Command::new(env!("CARGO_BIN_EXE_usher"))
+            .arg("demo")
+            .args(args)
+            .env("USHER_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 pub async fn wait_ready(port: u16) {
@@ -187,8 +230,9 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
-pub async fn metrics_text(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics"))
+/// The Prometheus text at `{metrics}/metrics` (see [`Usher::metrics`]).
+pub async fn metrics_text(metrics: &str) -> String {
+    reqwest::get(format!("{metrics}/metrics"))
         .await
         .unwrap()
         .text()

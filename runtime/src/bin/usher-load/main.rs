@@ -7,8 +7,8 @@
 //!    connection; in `--joins-only` mode joins go over `--connections`
 //!    keep-alive connections and no stream is opened.
 //! 2. **Hold** for `--hold` seconds with every stream open, bracketed by
-//!    probes of the broker's `/metrics`, Redis `INFO commandstats` and the
-//!    broker's RSS.
+//!    probes of the broker's `/metrics` (on its metrics port, `--metrics`),
+//!    Redis `INFO commandstats` and the broker's RSS.
 //! 3. **Teardown** and report.
 //!
 //! The tool shares a small machine with the broker and Redis, so it keeps
@@ -41,7 +41,7 @@ use tracing::{info, warn};
 
 use crate::clients::{Ctx, joins_only_worker, streaming_client};
 use crate::http::{Connector, Target};
-use crate::probes::{BrokerMetrics, commandstats_delta};
+use crate::probes::{BrokerMetrics, MetricsEndpoint, commandstats_delta};
 use crate::stats::{Report, Summary, broadcast_spread, number, round};
 
 /// How often the join dispatcher wakes up.
@@ -66,6 +66,10 @@ struct Args {
     /// Broker base URL (http only).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     target: String,
+
+    /// Base URL of the broker's metrics port (its USHER_METRICS_LISTEN).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9090")]
+    metrics: String,
 
     /// Room to join.
     #[arg(long, default_value = "demo")]
@@ -188,8 +192,8 @@ struct Edge {
     redis: Option<BTreeMap<String, u64>>,
 }
 
-async fn probe_edge(ctx: &Ctx, args: &Args) -> Edge {
-    let metrics = probes::scrape_metrics(&ctx.connector, &ctx.target);
+async fn probe_edge(metrics: &MetricsEndpoint, args: &Args) -> Edge {
+    let metrics = metrics.scrape();
     let redis = async {
         match &args.redis_url {
             Some(url) => Some(probes::redis_commandstats(&args.redis_cli, url).await),
@@ -352,6 +356,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
 
     let target = Target::resolve(&args.target).await?;
     let connector = Arc::new(Connector::new(target.addr, args.source_addrs));
+    let metrics = MetricsEndpoint::resolve(&args.metrics).await?;
     if args.source_addrs > 0 && connector.source_count() == 0 {
         warn!(
             "--source-addrs applies to IPv4 loopback targets only; {} is not",
@@ -393,12 +398,12 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
 
     info!(hold_s = args.hold, "hold window");
     let hold_started = Instant::now();
-    let edge_before = probe_edge(&ctx, args).await;
+    let edge_before = probe_edge(&metrics, args).await;
     let planned_end = hold_started + Duration::from_secs_f64(args.hold);
     tokio::time::sleep_until(planned_end.min(deadline)).await;
     let held = ctx.rec.streams_open.load(Ordering::Relaxed).max(0);
     let own_rss = probes::own_rss_kib();
-    let (edge_after, rss_end) = tokio::join!(probe_edge(&ctx, args), async {
+    let (edge_after, rss_end) = tokio::join!(probe_edge(&metrics, args), async {
         broker_rss(args.broker_pid)
     });
     let hold_s = hold_started.elapsed().as_secs_f64();
@@ -595,6 +600,7 @@ mod tests {
     fn cli_defaults_and_flags() {
         let args = Args::try_parse_from(["usher-load"]).expect("defaults parse");
         assert_eq!(args.target, "http://127.0.0.1:8080");
+        assert_eq!(args.metrics, "http://127.0.0.1:9090");
         assert_eq!(args.room, "demo");
         assert_eq!(args.clients, 1000);
         assert_eq!(args.join_rate, 1000.0);
@@ -618,6 +624,8 @@ mod tests {
             "250",
             "--broker-pid",
             "42",
+            "--metrics",
+            "http://127.0.0.1:9191",
             "--redis-url",
             "redis://127.0.0.1:6379",
             "--json",
@@ -627,6 +635,7 @@ mod tests {
         assert_eq!(args.join_rate, 2500.5);
         assert_eq!(args.complete_after, Some(250));
         assert_eq!(args.broker_pid, Some(42));
+        assert_eq!(args.metrics, "http://127.0.0.1:9191");
         assert!(args.joins_only && args.json);
 
         assert!(Args::try_parse_from(["usher-load", "--join-rate", "0"]).is_err());

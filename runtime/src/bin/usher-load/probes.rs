@@ -115,23 +115,38 @@ impl BrokerMetrics {
     }
 }
 
-/// Fetches and parses `GET /metrics`.
-pub async fn scrape_metrics(
-    connector: &Connector,
-    target: &Target,
-) -> anyhow::Result<BrokerMetrics> {
-    let req = request("GET", "/metrics", &target.host, &[], true);
-    let (response, _) = tokio::time::timeout(PROBE_TIMEOUT, one_shot(connector, &req))
-        .await
-        .context("GET /metrics timed out")?
-        .context("GET /metrics")?;
-    ensure!(
-        response.is_success(),
-        "GET /metrics answered {}",
-        response.status
-    );
-    let text = String::from_utf8_lossy(&response.body);
-    Ok(BrokerMetrics::parse(&text))
+/// Where the broker serves `/metrics`: its metrics port, which is not the
+/// visitors' port the load goes to.
+pub struct MetricsEndpoint {
+    connector: Connector,
+    target: Target,
+}
+
+impl MetricsEndpoint {
+    /// Parses and resolves `http://host:port`.
+    pub async fn resolve(url: &str) -> anyhow::Result<Self> {
+        let target = Target::resolve(url).await?;
+        Ok(Self {
+            connector: Connector::new(target.addr, 0),
+            target,
+        })
+    }
+
+    /// Fetches and parses `GET /metrics`.
+    pub async fn scrape(&self) -> anyhow::Result<BrokerMetrics> {
+        let req = request("GET", "/metrics", &self.target.host, &[], true);
+        let (response, _) = tokio::time::timeout(PROBE_TIMEOUT, one_shot(&self.connector, &req))
+            .await
+            .context("GET /metrics timed out")?
+            .context("GET /metrics")?;
+        ensure!(
+            response.is_success(),
+            "GET /metrics answered {}",
+            response.status
+        );
+        let text = String::from_utf8_lossy(&response.body);
+        Ok(BrokerMetrics::parse(&text))
+    }
 }
 
 /// Calls per command from `INFO commandstats` output
