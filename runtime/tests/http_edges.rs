@@ -269,11 +269,11 @@ async fn a_body_that_never_arrives_is_cut_and_does_not_hold_up_shutdown() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopping = Instant::now();
     std::process::Command::new("kill")
-        .args(["-TERM", &broker.0.id().to_string()])
+        .args(["-TERM", &broker.process.0.id().to_string()])
         .status()
         .unwrap();
     let exited = tokio::task::spawn_blocking(move || {
-        let status = broker.0.wait().unwrap();
+        let status = broker.process.0.wait().unwrap();
         (status, stopping.elapsed())
     })
     .await
@@ -371,7 +371,7 @@ async fn streams_of_vanished_clients_end_on_fresh_and_reused_connections() {
         return;
     }
     let room = Room::new(&[("USHER_PAUSED", "true")]);
-    let (_broker, base) = room.broker(&[("USHER_KEEPALIVE_INTERVAL", "1s")]).await;
+    let (broker, base) = room.broker(&[("USHER_KEEPALIVE_INTERVAL", "1s")]).await;
     let mut ports = Vec::new();
     let mut streams = Vec::new();
     for reused in [false, true] {
@@ -392,7 +392,11 @@ async fn streams_of_vanished_clients_end_on_fresh_and_reused_connections() {
         ports.push(raw.stream.local_addr().unwrap().port());
         streams.push(raw);
     }
-    assert!(metrics_text(&base).await.contains("usher_connections 2"));
+    assert!(
+        metrics_text(&broker.metrics)
+            .await
+            .contains("usher_connections 2")
+    );
     // From now on nothing the two clients send arrives.
     let nft = |args: &str| {
         let status = std::process::Command::new("nft")
@@ -408,9 +412,9 @@ async fn streams_of_vanished_clients_end_on_fresh_and_reused_connections() {
     }
     let started = Instant::now();
     eventually(Duration::from_secs(120), "both streams dropped", || {
-        let base = base.clone();
+        let metrics = broker.metrics.clone();
         async move {
-            metrics_text(&base)
+            metrics_text(&metrics)
                 .await
                 .contains("usher_connections 0")
                 .then_some(())

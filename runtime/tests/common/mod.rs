@@ -30,7 +30,7 @@ impl Drop for Process {
 
 /// A running `usher` process and the base URL of its `/metrics`.
 pub struct Usher {
-    process: Process,
+    pub process: Process,
     pub metrics: String,
 }
 
