@@ -283,6 +283,11 @@ pub trait Store: Send + Sync + 'static {
     async fn complete(&self, sid: &str, now: Millis) -> Result<SessionView>;
     /// Records that the users of these waiting sessions are still there.
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()>;
+    /// Records that presence may have gone unrecorded until `now` (the store
+    /// was unreachable, or the caller cannot tell): no waiting session is
+    /// dropped as absent before a full abandon timeout after `now`, which
+    /// gives brokers time to mark their visitors again. Never moves back.
+    async fn presence_lapsed(&self, now: Millis) -> Result<()>;
     /// One dispatcher step: expire, drop abandoned, open, close, admit.
     /// `seed` drives the one-time shuffle of Random rooms.
     async fn tick(&self, now: Millis, seed: u64) -> Result<TickReport>;

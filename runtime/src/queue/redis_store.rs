@@ -29,6 +29,7 @@ struct Scripts {
     session: Script,
     leave: Script,
     complete: Script,
+    presence: Script,
     tick: Script,
     counts: Script,
     snapshot: Script,
@@ -43,6 +44,7 @@ impl Scripts {
             session: with_common(include_str!("lua/session.lua")),
             leave: with_common(include_str!("lua/leave.lua")),
             complete: with_common(include_str!("lua/complete.lua")),
+            presence: with_common(include_str!("lua/presence.lua")),
             tick: with_common(include_str!("lua/tick.lua")),
             counts: with_common(include_str!("lua/counts.lua")),
             snapshot: with_common(include_str!("lua/snapshot.lua")),
@@ -331,6 +333,10 @@ impl Store for RedisStore {
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    async fn presence_lapsed(&self, now: Millis) -> Result<()> {
+        check_status(&self.run(&self.scripts.presence, &[now.to_string()]).await?)
     }
 
     async fn tick(&self, now: Millis, seed: u64) -> Result<TickReport> {
