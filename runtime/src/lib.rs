@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dispatcher;
 pub mod metrics;
 pub mod queue;
+pub mod rules;
 pub mod serve;
 #[doc(hidden)]
 pub mod testing;

@@ -318,6 +318,24 @@ pub trait Store: Send + Sync + 'static {
 #[cfg(test)]
 mod conformance;
 
+#[cfg(test)]
+impl RoomConfig {
+    /// Plain FIFO rules for tests: no rate limit, no schedule, one-minute sessions.
+    pub(crate) fn for_tests(capacity: u64, abandon_timeout_ms: Millis) -> Self {
+        RoomConfig {
+            capacity,
+            admission_rate: None,
+            session_duration_ms: 60_000,
+            queueing: Queueing::Fifo,
+            opens_at: None,
+            closes_at: None,
+            paused: false,
+            abandon_timeout_ms,
+            revision: 0,
+        }
+    }
+}
+
 /// Where a room stands, as shown to users and platform teams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Phase {
