@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod queue;
 pub mod rules;
 pub mod serve;
+pub mod supervisor;
 #[doc(hidden)]
 pub mod testing;
 pub mod tokens;
