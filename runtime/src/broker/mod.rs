@@ -25,7 +25,7 @@ use self::sse::{AdmittedData, Frame};
 use crate::auth::{SessionTokens, UserAuth};
 use crate::clock::{now_ms, rfc3339};
 use crate::metrics::{EventKind, Metrics};
-use crate::queue::{Millis, SessionState, SessionView, Store};
+use crate::queue::{Millis, QueueError, SessionState, SessionView, Store};
 use crate::rules::RoomRules;
 use crate::supervisor::Supervisor;
 use crate::tokens::{EntryClaims, EntryTokenSigner, TokenError};
@@ -155,17 +155,24 @@ impl Broker {
                 Ok(frame) => self.fanout.settle(sid, frame),
                 Err(e) => tracing::error!(error = %e, "cannot sign an entry token"),
             },
-            SessionState::Closed(reason) => {
-                self.fanout.settle(sid, self.fanout.closed_frame(reason))
-            }
+            SessionState::Closed(reason) => self
+                .fanout
+                .settle(sid, self.fanout.closed_frame(reason.as_str())),
         }
     }
 
-    /// Re-reads a connected session from the store and shows it.
+    /// Re-reads a connected session from the store and shows it. A session
+    /// the store no longer knows (Redis lost its data) is closed as `lost`,
+    /// rather than left showing a place in a line that is gone.
     async fn refresh(&self, sid: &str) {
         let generation = self.fanout.generation();
         match self.store.session(sid, None).await {
             Ok(view) => self.show(&view, generation),
+            Err(QueueError::UnknownSession) => {
+                tracing::info!(sid, "a connected session is gone from the store");
+                self.fanout
+                    .settle(sid, self.fanout.closed_frame(sse::LOST_REASON));
+            }
             Err(e) => tracing::warn!(error = %e, "cannot refresh a session"),
         }
     }

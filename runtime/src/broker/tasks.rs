@@ -155,7 +155,7 @@ async fn follow_from_snapshot(broker: &Arc<Broker>) -> crate::queue::Result<()> 
                 },
                 Notice::Closed { sid, reason } => broker
                     .fanout
-                    .settle(&sid, broker.fanout.closed_frame(reason)),
+                    .settle(&sid, broker.fanout.closed_frame(reason.as_str())),
             }
         }
         if changes.contains(&Change::Reconfigured)
