@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod gate;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,7 +49,11 @@ impl Drop for TempDir {
 impl Room {
     /// A room whose processes get `extra` environment on top of the defaults.
     pub fn new(extra: &[(&str, &str)]) -> Self {
-        let redis = RedisServer::start();
+        Self::with_redis(RedisServer::start(), extra)
+    }
+
+    /// [`Room::new`] on a given Redis (one that keeps its data, say).
+    pub fn with_redis(redis: RedisServer, extra: &[(&str, &str)]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("usher-test-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -74,7 +80,8 @@ impl Room {
         }
     }
 
-    fn spawn(&self, role: &str, port: u16, extra: &[(&str, &str)]) -> Process {
+    /// Starts `usher <role>` on `port` without waiting for it to be ready.
+    pub fn spawn(&self, role: &str, port: u16, extra: &[(&str, &str)]) -> Process {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_usher"));
         cmd.arg(role)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -99,11 +106,15 @@ impl Room {
         )
     }
 
-    pub async fn dispatcher(&self, extra: &[(&str, &str)]) -> Process {
-        let port = free_port();
+    /// Starts a dispatcher on `port` and waits until it is ready.
+    pub async fn dispatcher_on(&self, port: u16, extra: &[(&str, &str)]) -> Process {
         let process = self.spawn("dispatcher", port, extra);
         wait_ready(port).await;
         process
+    }
+
+    pub async fn dispatcher(&self, extra: &[(&str, &str)]) -> Process {
+        self.dispatcher_on(free_port(), extra).await
     }
 
     pub fn signer(&self) -> EntryTokenSigner {
