@@ -12,9 +12,10 @@ use crate::clock::now_ms;
 use crate::config::DemoArgs;
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
-use crate::metrics_endpoint;
 use crate::queue::{MemoryStore, Queueing, RoomConfig, SessionState, Store};
-use crate::serve::{listen, serve, shutdown_signal};
+use crate::rules::RoomRules;
+use crate::serve::{listen, spawn_metrics_server};
+use crate::supervisor::Supervisor;
 use crate::tokens::EntryTokenSigner;
 
 pub const DEMO_ROOM: &str = "demo";
@@ -22,8 +23,9 @@ const ABANDON_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    store
-        .configure(&RoomConfig {
+    let rules = RoomRules::new(
+        Arc::clone(&store),
+        RoomConfig {
             capacity: args.capacity,
             admission_rate: None,
             session_duration_ms: args.session_duration.as_millis() as i64,
@@ -33,14 +35,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             paused: false,
             abandon_timeout_ms: ABANDON_TIMEOUT.as_millis() as i64,
             revision: 0,
-        })
-        .await?;
+        },
+    );
+    rules.ensure().await?;
     let signer = Arc::new(EntryTokenSigner::generate());
     let users = UserAuth::Anonymous {
         keys: signer.mac_keys("anonymous-user"),
     };
     let metrics = Arc::new(Metrics::default());
-    let shutdown = shutdown_signal();
+    let supervisor = Supervisor::with_signals();
     let settings = BrokerSettings {
         position_interval: Duration::from_millis(500),
         keep_alive: Duration::from_secs(15),
@@ -50,38 +53,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let broker = Broker::new(
         DEMO_ROOM.into(),
-        Arc::clone(&store),
+        Arc::clone(&rules),
         signer,
         users,
         Arc::clone(&metrics),
         settings,
-        shutdown.clone(),
+        &supervisor,
     );
     if let Some(addr) = args.metrics_listen {
-        let router = metrics_endpoint::router(Arc::clone(&store), Arc::clone(&metrics));
-        let server = serve(listen(addr)?, router, shutdown.clone());
-        tokio::spawn(async move {
-            if let Err(e) = server.await {
-                tracing::warn!(error = format!("{e:#}"), "the metrics server stopped");
-            }
-        });
+        spawn_metrics_server(
+            &supervisor,
+            listen(addr)?,
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+        );
     }
-    let dispatcher = Dispatcher::new(Arc::clone(&store), metrics, args.tick);
-    tokio::spawn(dispatcher.run(shutdown.clone()));
+    Dispatcher::new(rules, metrics, args.tick).start(&supervisor);
     if args.simulate > 0 {
-        tokio::spawn(simulate_crowd(Arc::clone(&store), args.simulate));
+        supervisor.spawn("simulated crowd", simulate_crowd(store, args.simulate));
     }
-    println!(
-        "usher demo: open http://{}/ in a browser (room {DEMO_ROOM:?}, capacity {}, {} simulated visitors)",
-        args.listen, args.capacity, args.simulate
-    );
     let listener = listen(args.listen)?;
     println!(
         "usher demo: open http://{}/ in a browser (room {DEMO_ROOM:?}, capacity {}, {} simulated visitors)",
         args.listen, args.capacity, args.simulate
     );
     broker.run(listener).await;
-    Ok(())
+    Ok(supervisor.outcome()?)
 }
 
 /// Keeps `crowd` simulated visitors in the room: each waits, is admitted,

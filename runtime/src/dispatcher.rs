@@ -6,17 +6,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use crate::queue::{Change, LATEST, Store};
+use crate::queue::{Change, LATEST, QueueError, Store};
+use crate::rules::RoomRules;
+use crate::supervisor::Supervisor;
 
 /// How long one read of the change stream waits for a freed slot.
 const FOLLOW_BLOCK: Duration = Duration::from_secs(5);
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
+    rules: Arc<RoomRules>,
     metrics: Arc<Metrics>,
     tick: Duration,
     /// Woken when an active session ends.
@@ -24,58 +27,83 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, tick: Duration) -> Arc<Self> {
+    pub fn new(rules: Arc<RoomRules>, metrics: Arc<Metrics>, tick: Duration) -> Arc<Self> {
         Arc::new(Dispatcher {
-            store,
+            store: Arc::clone(rules.store()),
+            rules,
             metrics,
             tick,
             slot_freed: Notify::new(),
         })
     }
 
-    /// Runs until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let watcher = tokio::spawn(Arc::clone(&self).watch_for_freed_slots());
+    /// Starts dispatching, under `supervisor`, until shutdown.
+    pub fn start(self: &Arc<Self>, supervisor: &Supervisor) {
+        supervisor.spawn("dispatch loop", Arc::clone(self).run());
+        supervisor.spawn(
+            "freed-slot watcher",
+            Arc::clone(self).watch_for_freed_slots(),
+        );
+    }
+
+    async fn run(self: Arc<Self>) {
         let mut timer = tokio::time::interval(self.tick);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Presence may have gone unrecorded before this process started (it
+        // cannot tell), and whenever the store fails: brokers could not mark
+        // their visitors. Until the store is told, nobody is dropped.
+        let mut lapsed = true;
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = timer.tick() => {}
                 () = self.slot_freed.notified() => {}
-                _ = shutdown.wait_for(|stop| *stop) => break,
             }
-            self.step().await;
+            match self.step(&mut lapsed).await {
+                Ok(()) if std::mem::take(&mut failing) => {
+                    tracing::info!("the store answers again; dispatching resumed");
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    lapsed = true;
+                    self.metrics.store_errors.fetch_add(1, Relaxed);
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %e, "dispatch step failed; retrying every tick");
+                    }
+                }
+            }
         }
-        watcher.abort();
     }
 
-    /// Ticks until the store says there is no more to do right now.
-    async fn step(&self) {
+    /// Ticks until the store says there is no more to do right now. First,
+    /// if presence `lapsed`, makes sure the room has rules (Redis may be
+    /// back without its data) and gives presence one abandon timeout of grace.
+    async fn step(&self, lapsed: &mut bool) -> crate::queue::Result<()> {
+        if *lapsed {
+            self.rules.ensure().await?;
+            self.store.presence_lapsed(now_ms()).await?;
+            *lapsed = false;
+        }
         loop {
-            match self
-                .store
-                .tick(now_ms(), rand::random::<u32>().into())
-                .await
-            {
-                Ok(report) => {
-                    self.metrics.dispatcher_ticks.fetch_add(1, Relaxed);
-                    self.metrics.admissions.fetch_add(report.admitted, Relaxed);
-                    self.metrics.expirations.fetch_add(report.expired, Relaxed);
-                    self.metrics
-                        .abandonments
-                        .fetch_add(report.abandoned, Relaxed);
-                    if report.admitted + report.expired + report.abandoned + report.closed > 0 {
-                        tracing::debug!(?report, "dispatched");
-                    }
-                    if !report.more {
-                        return;
-                    }
+            let tick = || self.store.tick(now_ms(), rand::random::<u32>().into());
+            let report = match tick().await {
+                Err(QueueError::NotConfigured) => {
+                    self.rules.ensure().await?;
+                    tick().await?
                 }
-                Err(e) => {
-                    self.metrics.store_errors.fetch_add(1, Relaxed);
-                    tracing::warn!(error = %e, "dispatch step failed");
-                    return;
-                }
+                report => report?,
+            };
+            self.metrics.dispatcher_ticks.fetch_add(1, Relaxed);
+            self.metrics.admissions.fetch_add(report.admitted, Relaxed);
+            self.metrics.expirations.fetch_add(report.expired, Relaxed);
+            self.metrics
+                .abandonments
+                .fetch_add(report.abandoned, Relaxed);
+            if report.admitted + report.expired + report.abandoned + report.closed > 0 {
+                tracing::debug!(?report, "dispatched");
+            }
+            if !report.more {
+                return Ok(());
             }
         }
     }
@@ -105,12 +133,13 @@ impl Dispatcher {
     }
 }
 
-/// `/metrics`, `/healthz` and `/readyz` (the store answers) of a dispatcher.
-pub fn health_router(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> axum::Router {
+/// `/metrics`, `/healthz` and `/readyz` of a dispatcher: ready when the
+/// store answers and the room has rules (written again here if Redis lost them).
+pub fn health_router(rules: Arc<RoomRules>, metrics: Arc<Metrics>) -> axum::Router {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     use axum::routing::get;
-    crate::metrics_endpoint::router(Arc::clone(&store), metrics)
+    crate::metrics_endpoint::router(Arc::clone(rules.store()), metrics)
         .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
@@ -118,10 +147,10 @@ pub fn health_router(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> axum::Rout
         .route(
             "/readyz",
             get(move || {
-                let store = Arc::clone(&store);
+                let rules = Arc::clone(&rules);
                 async move {
-                    match store.ping().await {
-                        Ok(()) => (
+                    match rules.ensure().await {
+                        Ok(_) => (
                             StatusCode::OK,
                             axum::Json(serde_json::json!({"status": "ready"})),
                         )
@@ -131,4 +160,75 @@ pub fn health_router(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> axum::Rout
                 }
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::queue::{CloseReason, MemoryStore, RoomConfig, SessionState};
+
+    const ABANDON_MS: i64 = 2_000;
+
+    fn rules(store: &Arc<dyn Store>) -> Arc<RoomRules> {
+        RoomRules::new(Arc::clone(store), RoomConfig::for_tests(0, ABANDON_MS))
+    }
+
+    fn start(store: &Arc<dyn Store>) -> Supervisor {
+        let supervisor = Supervisor::default();
+        Dispatcher::new(rules(store), Arc::default(), Duration::from_millis(10)).start(&supervisor);
+        supervisor
+    }
+
+    async fn state(store: &Arc<dyn Store>) -> SessionState {
+        store.session("s", None).await.unwrap().session.state
+    }
+
+    #[tokio::test]
+    async fn a_starting_dispatcher_drops_nobody_for_one_abandon_timeout() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        rules(&store).ensure().await.unwrap();
+        // Unseen for several abandon timeouts, as after a long outage that
+        // this dispatcher did not witness.
+        store
+            .join("u", "s", now_ms() - 5 * ABANDON_MS)
+            .await
+            .unwrap();
+        let _supervisor = start(&store);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(state(&store).await, SessionState::Waiting);
+        // Brokers had their chance; an absent visitor is then dropped.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while state(&store).await == SessionState::Waiting {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            state(&store).await,
+            SessionState::Closed(CloseReason::Abandoned)
+        );
+    }
+
+    #[tokio::test]
+    async fn rules_the_store_lost_are_written_again() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let _supervisor = start(&store);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if store.config().await.unwrap().is_some() {
+                    store.purge().await.unwrap();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            while store.config().await.unwrap().is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+    }
 }

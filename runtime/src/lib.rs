@@ -9,7 +9,9 @@ pub mod dispatcher;
 pub mod metrics;
 pub mod metrics_endpoint;
 pub mod queue;
+pub mod rules;
 pub mod serve;
+pub mod supervisor;
 #[doc(hidden)]
 pub mod testing;
 pub mod tokens;

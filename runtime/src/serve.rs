@@ -1,4 +1,4 @@
-//! Running a process: signals, HTTP serving, wiring of broker and dispatcher.
+//! Running a process: HTTP serving, wiring of broker and dispatcher.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,30 +13,9 @@ use crate::config::{BrokerArgs, DispatcherArgs, StoreArgs, UserAuthArgs};
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
 use crate::queue::{RedisStore, Store};
+use crate::rules::RoomRules;
+use crate::supervisor::Supervisor;
 use crate::tokens::EntryTokenSigner;
-
-/// A channel that turns true on SIGINT or SIGTERM.
-pub fn shutdown_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! { _ = ctrl_c => {}, () = term => {} }
-        tracing::info!("shutting down");
-        let _ = tx.send(true);
-    });
-    rx
-}
 
 /// Listens on `addr` with a deep backlog, which absorbs join bursts.
 pub fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
@@ -68,6 +47,26 @@ pub async fn serve(
         .context("HTTP server failed")
 }
 
+/// Serves `/metrics` on `listener` under `supervisor`: a metrics server
+/// that fails takes the process down like any other background task.
+pub fn spawn_metrics_server(
+    supervisor: &Supervisor,
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+) {
+    let server = serve(
+        listener,
+        crate::metrics_endpoint::router(store, metrics),
+        supervisor.shutdown(),
+    );
+    supervisor.spawn("metrics server", async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = format!("{e:#}"), "the metrics server failed");
+        }
+    });
+}
+
 fn valid_room(room: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         crate::broker::valid_room_id(room),
@@ -76,26 +75,17 @@ fn valid_room(room: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects to the room's Redis and writes the room's rules.
-async fn connect_store(
+/// The room's Redis store, with the rules this process keeps in it. Does not
+/// wait for Redis: a process starts (not ready) while Redis is away, and
+/// writes the rules once it answers.
+fn room_rules(
     args: &StoreArgs,
-    config: &crate::queue::RoomConfig,
-) -> anyhow::Result<Arc<dyn Store>> {
+    config: crate::queue::RoomConfig,
+) -> anyhow::Result<Arc<RoomRules>> {
     valid_room(&args.room)?;
-    let store = RedisStore::connect(&args.redis_url, &args.room)
-        .await
-        .with_context(|| format!("cannot connect to Redis at {}", args.redis_url))?;
-    let written = store
-        .configure(config)
-        .await
-        .context("cannot write the room configuration")?;
-    if !written {
-        tracing::warn!(
-            revision = config.revision,
-            "the room has rules of a newer revision; keeping them"
-        );
-    }
-    Ok(Arc::new(store))
+    let store = RedisStore::open(&args.redis_url, &args.room)
+        .with_context(|| format!("bad Redis URL {:?}", args.redis_url))?;
+    Ok(RoomRules::new(Arc::new(store), config))
 }
 
 fn user_auth(args: &UserAuthArgs, signer: &EntryTokenSigner) -> anyhow::Result<UserAuth> {
@@ -121,8 +111,8 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     }
     let signer = Arc::new(signer);
     let users = user_auth(&args.users, &signer)?;
-    let store = connect_store(&args.store, &config).await?;
-    let shutdown = shutdown_signal();
+    let rules = room_rules(&args.store, config)?;
+    let supervisor = Supervisor::with_signals();
     let broker_id = args
         .broker_id
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -136,36 +126,36 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::default());
     let visitors = listen(args.listen)?;
-    let metrics_server = tokio::spawn(serve(
+    spawn_metrics_server(
+        &supervisor,
         listen(args.metrics_listen)?,
-        crate::metrics_endpoint::router(Arc::clone(&store), Arc::clone(&metrics)),
-        shutdown.clone(),
-    ));
+        Arc::clone(rules.store()),
+        Arc::clone(&metrics),
+    );
     let broker = Broker::new(
         args.store.room,
-        store,
+        rules,
         signer,
         users,
         metrics,
         settings,
-        shutdown,
+        &supervisor,
     );
     broker.run(visitors).await;
-    metrics_server.await.context("metrics server task failed")?
+    Ok(supervisor.outcome()?)
 }
 
 pub async fn run_dispatcher(args: DispatcherArgs) -> anyhow::Result<()> {
     let config = args.room.room_config().map_err(anyhow::Error::msg)?;
-    let store = connect_store(&args.store, &config).await?;
-    let shutdown = shutdown_signal();
+    let rules = room_rules(&args.store, config)?;
+    let supervisor = Supervisor::with_signals();
     let metrics = Arc::new(Metrics::default());
-    let dispatcher = Dispatcher::new(Arc::clone(&store), Arc::clone(&metrics), args.tick);
-    let running = tokio::spawn(dispatcher.run(shutdown.clone()));
+    Dispatcher::new(Arc::clone(&rules), Arc::clone(&metrics), args.tick).start(&supervisor);
     serve(
         listen(args.listen)?,
-        crate::dispatcher::health_router(store, metrics),
-        shutdown,
+        crate::dispatcher::health_router(rules, metrics),
+        supervisor.shutdown(),
     )
     .await?;
-    running.await.context("dispatcher task failed")
+    Ok(supervisor.outcome()?)
 }

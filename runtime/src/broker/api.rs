@@ -434,13 +434,6 @@ async fn jwks(State(broker): Shared) -> Response {
 }
 
 async fn ready(State(broker): Shared) -> ApiResult {
-    broker.store.ping().await?;
-    if !broker.fanout.is_synced() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the line is not loaded yet",
-        ));
-    }
+    broker.readiness().await?;
     Ok(Json(serde_json::json!({"status": "ready"})).into_response())
 }

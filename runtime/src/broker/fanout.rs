@@ -257,16 +257,11 @@ impl Fanout {
         sub.frames.send_replace(Some(frame));
     }
 
-    /// A closed frame for `reason` (numbered like position events).
-    pub fn closed_frame(&self, reason: CloseReason) -> Arc<Frame> {
+    /// A closed frame for `reason` (numbered like position events): a
+    /// [`CloseReason`] or [`sse::LOST_REASON`].
+    pub fn closed_frame(&self, reason: &'static str) -> Arc<Frame> {
         let id = self.lock().broadcasts;
-        sse::frame(
-            EventKind::Closed,
-            id,
-            &ClosedData {
-                reason: reason.as_str(),
-            },
-        )
+        sse::frame(EventKind::Closed, id, &ClosedData { reason })
     }
 
     /// Loads the line from a snapshot and returns the subscribers to re-read

@@ -7,6 +7,7 @@ pub use self::api::valid_room_id;
 mod error;
 mod events;
 mod fanout;
+mod health;
 mod http;
 mod line;
 mod sse;
@@ -24,7 +25,9 @@ use self::sse::{AdmittedData, Frame};
 use crate::auth::{SessionTokens, UserAuth};
 use crate::clock::{now_ms, rfc3339};
 use crate::metrics::{EventKind, Metrics};
-use crate::queue::{Millis, SessionState, SessionView, Store};
+use crate::queue::{Millis, QueueError, SessionState, SessionView, Store};
+use crate::rules::RoomRules;
+use crate::supervisor::Supervisor;
 use crate::tokens::{EntryClaims, EntryTokenSigner, TokenError};
 
 /// Tunables of a broker.
@@ -51,6 +54,8 @@ impl BrokerSettings {
 pub struct Broker {
     room: String,
     store: Arc<dyn Store>,
+    /// The rules this broker was started with, kept in the store.
+    rules: Arc<RoomRules>,
     signer: Arc<EntryTokenSigner>,
     session_tokens: SessionTokens,
     users: UserAuth,
@@ -59,6 +64,8 @@ pub struct Broker {
     settings: BrokerSettings,
     /// Ticks for keep-alive comments, shared by every stream.
     beats: watch::Sender<u64>,
+    /// Runs the background tasks; a failing one shuts the broker down.
+    supervisor: Supervisor,
     /// Turns true when the broker stops: streams end so clients reconnect elsewhere.
     shutdown: watch::Receiver<bool>,
 }
@@ -66,17 +73,18 @@ pub struct Broker {
 impl Broker {
     pub fn new(
         room: String,
-        store: Arc<dyn Store>,
+        rules: Arc<RoomRules>,
         signer: Arc<EntryTokenSigner>,
         users: UserAuth,
         metrics: Arc<Metrics>,
         settings: BrokerSettings,
-        shutdown: watch::Receiver<bool>,
+        supervisor: &Supervisor,
     ) -> Arc<Self> {
         let session_tokens = SessionTokens::new(signer.mac_keys("session-token"));
         Arc::new(Broker {
             room,
-            store,
+            store: Arc::clone(rules.store()),
+            rules,
             signer,
             session_tokens,
             users,
@@ -84,13 +92,14 @@ impl Broker {
             metrics,
             settings,
             beats: watch::Sender::new(0),
-            shutdown,
+            supervisor: supervisor.clone(),
+            shutdown: supervisor.shutdown(),
         })
     }
 
     /// Starts the background tasks and serves HTTP on `listener` until shutdown.
     pub async fn run(self: &Arc<Self>, listener: tokio::net::TcpListener) {
-        tasks::spawn_all(self, &self.shutdown);
+        tasks::spawn_all(self);
         let router = api::router(Arc::clone(self));
         http::serve(
             listener,
@@ -152,17 +161,24 @@ impl Broker {
                 Ok(frame) => self.fanout.settle(sid, frame),
                 Err(e) => tracing::error!(error = %e, "cannot sign an entry token"),
             },
-            SessionState::Closed(reason) => {
-                self.fanout.settle(sid, self.fanout.closed_frame(reason))
-            }
+            SessionState::Closed(reason) => self
+                .fanout
+                .settle(sid, self.fanout.closed_frame(reason.as_str())),
         }
     }
 
-    /// Re-reads a connected session from the store and shows it.
+    /// Re-reads a connected session from the store and shows it. A session
+    /// the store no longer knows (Redis lost its data) is closed as `lost`,
+    /// rather than left showing a place in a line that is gone.
     async fn refresh(&self, sid: &str) {
         let generation = self.fanout.generation();
         match self.store.session(sid, None).await {
             Ok(view) => self.show(&view, generation),
+            Err(QueueError::UnknownSession) => {
+                tracing::info!(sid, "a connected session is gone from the store");
+                self.fanout
+                    .settle(sid, self.fanout.closed_frame(sse::LOST_REASON));
+            }
             Err(e) => tracing::warn!(error = %e, "cannot refresh a session"),
         }
     }

@@ -74,6 +74,11 @@ pub struct AdmittedData {
     pub admitted_at_ms: i64,
 }
 
+/// The `closed` reason of a session the store no longer knows: Redis lost
+/// the room's data, and with it the visitor's place. Joining again gives a
+/// new place at the back of the line.
+pub const LOST_REASON: &str = "lost";
+
 #[derive(Serialize)]
 pub struct ClosedData {
     pub reason: &'static str,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, interval};
 
 use super::Broker;
@@ -22,58 +21,38 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// Pause between reads of a busy change stream, so changes arrive in
 /// batches: at most ~100 reads a second however busy the room is.
 const FOLLOW_PACE: Duration = Duration::from_millis(10);
+/// How soon marking visitors present is tried again after a failure.
+const PRESENCE_RETRY: Duration = Duration::from_secs(1);
 
-/// Starts every background task; they stop when `shutdown` turns true.
-pub fn spawn_all(broker: &Arc<Broker>, shutdown: &watch::Receiver<bool>) {
-    tokio::spawn(until_shutdown(
-        shutdown.clone(),
-        follow_changes(Arc::clone(broker)),
-    ));
+/// Starts every background task under the broker's supervisor.
+pub fn spawn_all(broker: &Arc<Broker>) {
+    let supervisor = &broker.supervisor;
+    supervisor.spawn("change-stream follower", follow_changes(Arc::clone(broker)));
     let b = Arc::clone(broker);
-    tokio::spawn(until_shutdown(
-        shutdown.clone(),
+    supervisor.spawn(
+        "position broadcast",
         every(broker.settings.position_interval, move || {
             b.fanout.broadcast(now_ms());
             async {}
         }),
-    ));
+    );
+    supervisor.spawn("presence", keep_present(Arc::clone(broker)));
     let b = Arc::clone(broker);
-    tokio::spawn(until_shutdown(
-        shutdown.clone(),
-        every(broker.settings.presence_interval(), move || {
-            let b = Arc::clone(&b);
-            async move {
-                let present = b.fanout.present_sessions();
-                if let Err(e) = b.store.touch(&present, now_ms()).await {
-                    b.metrics.store_errors.fetch_add(1, Relaxed);
-                    tracing::warn!(error = %e, "cannot mark present users");
-                }
-            }
-        }),
-    ));
-    let b = Arc::clone(broker);
-    tokio::spawn(until_shutdown(
-        shutdown.clone(),
+    supervisor.spawn(
+        "load report",
         every(REPORT_EVERY, move || {
             let b = Arc::clone(&b);
             async move { b.report_load().await }
         }),
-    ));
+    );
     let b = Arc::clone(broker);
-    tokio::spawn(until_shutdown(
-        shutdown.clone(),
+    supervisor.spawn(
+        "keep-alive",
         every(broker.settings.keep_alive, move || {
             b.beats.send_modify(|beat| *beat += 1);
             async {}
         }),
-    ));
-}
-
-async fn until_shutdown(mut shutdown: watch::Receiver<bool>, task: impl Future<Output = ()>) {
-    tokio::select! {
-        _ = shutdown.wait_for(|stop| *stop) => {}
-        () = task => {}
-    }
+    );
 }
 
 async fn every<F, Fut>(period: Duration, mut step: F)
@@ -86,6 +65,34 @@ where
     loop {
         timer.tick().await;
         step().await;
+    }
+}
+
+/// Marks the visitors whose streams this broker holds as present, every
+/// quarter of the abandon timeout. After a failure (Redis away) it tries
+/// again every [`PRESENCE_RETRY`], so visitors are marked again as soon as
+/// Redis is back, not a whole period later.
+async fn keep_present(broker: Arc<Broker>) {
+    let period = broker.settings.presence_interval();
+    let mut failing = false;
+    loop {
+        let present = broker.fanout.present_sessions();
+        let wait = match broker.store.touch(&present, now_ms()).await {
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(visitors = present.len(), "present visitors marked again");
+                }
+                period
+            }
+            Err(e) => {
+                broker.metrics.store_errors.fetch_add(1, Relaxed);
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "cannot mark present visitors; retrying");
+                }
+                period.min(PRESENCE_RETRY)
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -107,10 +114,10 @@ async fn follow_changes(broker: Arc<Broker>) {
 }
 
 /// Returns `Ok` when the line must be reloaded, `Err` when the store failed.
+/// Each load first makes sure the room has rules: after a Redis restart
+/// without data, this is what lets the room take joins again.
 async fn follow_from_snapshot(broker: &Arc<Broker>) -> crate::queue::Result<()> {
-    if let Some(config) = broker.store.config().await? {
-        broker.fanout.set_config(config);
-    }
+    broker.fanout.set_config(broker.rules.ensure().await?);
     let snapshot = broker.store.snapshot().await?;
     broker.metrics.line_resyncs.fetch_add(1, Relaxed);
     for sid in broker.fanout.load(&snapshot) {
@@ -148,7 +155,7 @@ async fn follow_from_snapshot(broker: &Arc<Broker>) -> crate::queue::Result<()> 
                 },
                 Notice::Closed { sid, reason } => broker
                     .fanout
-                    .settle(&sid, broker.fanout.closed_frame(reason)),
+                    .settle(&sid, broker.fanout.closed_frame(reason.as_str())),
             }
         }
         if changes.contains(&Change::Reconfigured)

@@ -29,6 +29,18 @@ async fn configured(store: &dyn Store, config: RoomConfig) {
     store.configure(&config).await.unwrap();
 }
 
+/// A room whose line never moves on by admissions.
+async fn admitting_nobody(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 0,
+            ..config()
+        },
+    )
+    .await;
+}
+
 async fn join(store: &dyn Store, user: &str, now: Millis) -> SessionView {
     store
         .join(user, &format!("sid-{user}"), now)
@@ -441,14 +453,7 @@ async fn closing_refuses_joins_and_closes_the_line(store: &dyn Store) {
 }
 
 async fn absent_users_are_dropped_from_the_line(store: &dyn Store) {
-    configured(
-        store,
-        RoomConfig {
-            capacity: 0,
-            ..config()
-        },
-    )
-    .await;
+    admitting_nobody(store).await;
     join(store, "gone", T0).await;
     join(store, "here", T0).await;
     join(store, "polling", T0).await;
@@ -465,6 +470,25 @@ async fn absent_users_are_dropped_from_the_line(store: &dyn Store) {
         store.session("sid-polling", None).await.unwrap().position,
         Some(2)
     );
+}
+
+async fn nobody_is_dropped_as_absent_right_after_presence_lapsed(store: &dyn Store) {
+    admitting_nobody(store).await;
+    join(store, "gone", T0).await;
+    store.presence_lapsed(T0 + 3 * MIN).await.unwrap();
+    assert_eq!(store.tick(T0 + 3 * MIN, 0).await.unwrap().abandoned, 0);
+    assert_eq!(store.tick(T0 + 5 * MIN, 0).await.unwrap().abandoned, 0);
+    assert_eq!(store.tick(T0 + 5 * MIN + 1, 0).await.unwrap().abandoned, 1);
+    assert_eq!(
+        state(store, "gone").await,
+        SessionState::Closed(CloseReason::Abandoned)
+    );
+    // A late report of an older lapse never shortens the grace.
+    join(store, "late", T0 + 5 * MIN).await;
+    store.presence_lapsed(T0 + 6 * MIN).await.unwrap();
+    store.presence_lapsed(T0 + 4 * MIN).await.unwrap();
+    assert_eq!(store.tick(T0 + 8 * MIN, 0).await.unwrap().abandoned, 0);
+    assert_eq!(store.tick(T0 + 8 * MIN + 1, 0).await.unwrap().abandoned, 1);
 }
 
 async fn the_change_stream_tells_every_change_in_order(store: &dyn Store) {
@@ -660,6 +684,7 @@ conformance!(
     reject_refuses_joins_but_keeps_sessions,
     closing_refuses_joins_and_closes_the_line,
     absent_users_are_dropped_from_the_line,
+    nobody_is_dropped_as_absent_right_after_presence_lapsed,
     the_change_stream_tells_every_change_in_order,
     a_blocked_reader_wakes_on_a_change,
     users_with_odd_names_are_kept_intact,

@@ -36,6 +36,8 @@ struct Room {
     active: BTreeSet<(Millis, String)>,
     /// sid -> last seen, for waiting sessions.
     seen: HashMap<String, Millis>,
+    /// Nobody counts as unseen before this (see [`Store::presence_lapsed`]).
+    presence_from: Millis,
     /// Admission instants inside the rate window.
     admits: VecDeque<Millis>,
     /// (ended_at, sid), to forget old closed sessions.
@@ -200,7 +202,7 @@ impl Room {
         let mut abandoned: Vec<_> = self
             .seen
             .iter()
-            .filter(|(_, at)| **at < cutoff)
+            .filter(|(_, at)| self.presence_from < cutoff && **at < cutoff)
             .map(|(sid, at)| (*at, sid.clone()))
             .collect();
         abandoned.sort();
@@ -397,6 +399,11 @@ impl Store for MemoryStore {
                 }
             }
         });
+        Ok(())
+    }
+
+    async fn presence_lapsed(&self, now: Millis) -> Result<()> {
+        self.with_room(|r| r.presence_from = r.presence_from.max(now));
         Ok(())
     }
 

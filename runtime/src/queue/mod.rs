@@ -283,6 +283,11 @@ pub trait Store: Send + Sync + 'static {
     async fn complete(&self, sid: &str, now: Millis) -> Result<SessionView>;
     /// Records that the users of these waiting sessions are still there.
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()>;
+    /// Records that presence may have gone unrecorded until `now` (the store
+    /// was unreachable, or the caller cannot tell): no waiting session is
+    /// dropped as absent before a full abandon timeout after `now`, which
+    /// gives brokers time to mark their visitors again. Never moves back.
+    async fn presence_lapsed(&self, now: Millis) -> Result<()>;
     /// One dispatcher step: expire, drop abandoned, open, close, admit.
     /// `seed` drives the one-time shuffle of Random rooms.
     async fn tick(&self, now: Millis, seed: u64) -> Result<TickReport>;
@@ -312,6 +317,24 @@ pub trait Store: Send + Sync + 'static {
 
 #[cfg(test)]
 mod conformance;
+
+#[cfg(test)]
+impl RoomConfig {
+    /// Plain FIFO rules for tests: no rate limit, no schedule, one-minute sessions.
+    pub(crate) fn for_tests(capacity: u64, abandon_timeout_ms: Millis) -> Self {
+        RoomConfig {
+            capacity,
+            admission_rate: None,
+            session_duration_ms: 60_000,
+            queueing: Queueing::Fifo,
+            opens_at: None,
+            closes_at: None,
+            paused: false,
+            abandon_timeout_ms,
+            revision: 0,
+        }
+    }
+}
 
 /// Where a room stands, as shown to users and platform teams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

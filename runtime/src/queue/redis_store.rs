@@ -17,6 +17,14 @@ const COMMON: &str = include_str!("lua/common.lua");
 /// Waiting on the change stream never blocks longer than this.
 pub const MAX_BLOCK: Duration = Duration::from_secs(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// One attempt to (re)connect gives up after this.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Attempts after the first one when a connection is lost. A call waits for
+/// the reconnection, so during an outage it fails after about one attempt
+/// per retry plus the pauses between them (well under two seconds) rather
+/// than hang; the next call starts a new round.
+const RECONNECT_RETRIES: usize = 1;
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The keys every script receives, in the order `lua/common.lua` names them.
 const SCRIPT_KEYS: [&str; 10] = [
@@ -29,6 +37,7 @@ struct Scripts {
     session: Script,
     leave: Script,
     complete: Script,
+    presence: Script,
     tick: Script,
     counts: Script,
     snapshot: Script,
@@ -43,6 +52,7 @@ impl Scripts {
             session: with_common(include_str!("lua/session.lua")),
             leave: with_common(include_str!("lua/leave.lua")),
             complete: with_common(include_str!("lua/complete.lua")),
+            presence: with_common(include_str!("lua/presence.lua")),
             tick: with_common(include_str!("lua/tick.lua")),
             counts: with_common(include_str!("lua/counts.lua")),
             snapshot: with_common(include_str!("lua/snapshot.lua")),
@@ -172,22 +182,23 @@ fn decode_change(fields: &std::collections::HashMap<String, Value>) -> Result<(u
 }
 
 impl RedisStore {
-    /// Connects to `url` for `room` (the room id must already be validated).
-    pub async fn connect(url: &str, room: &str) -> Result<Self> {
+    /// The store of `room` at `url` (the room id must already be validated),
+    /// without connecting yet: the first call connects, and every call after
+    /// a lost connection tries again. Fails only on a malformed URL, so a
+    /// process can start while Redis is away.
+    pub fn open(url: &str, room: &str) -> Result<Self> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = |response: Duration| {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        let manager = |response: Duration| {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(response))
+                .set_number_of_retries(RECONNECT_RETRIES)
+                .set_min_delay(RECONNECT_PAUSE)
+                .set_max_delay(RECONNECT_PAUSE * 2);
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)
         };
-        let conn = client
-            .get_connection_manager_with_config(config(COMMAND_TIMEOUT))
-            .await
-            .map_err(unavailable)?;
-        let follow_conn = client
-            .get_connection_manager_with_config(config(MAX_BLOCK + COMMAND_TIMEOUT))
-            .await
-            .map_err(unavailable)?;
+        let conn = manager(COMMAND_TIMEOUT)?;
+        let follow_conn = manager(MAX_BLOCK + COMMAND_TIMEOUT)?;
         let prefix = room_key_prefix(room);
         Ok(RedisStore {
             conn,
@@ -197,6 +208,13 @@ impl RedisStore {
             scripts: Scripts::load(),
             commands: AtomicU64::new(0),
         })
+    }
+
+    /// [`RedisStore::open`], then checks that Redis answers.
+    pub async fn connect(url: &str, room: &str) -> Result<Self> {
+        let store = Self::open(url, room)?;
+        store.ping().await?;
+        Ok(store)
     }
 
     /// The shared connection, counting the command about to be sent.
@@ -331,6 +349,10 @@ impl Store for RedisStore {
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    async fn presence_lapsed(&self, now: Millis) -> Result<()> {
+        check_status(&self.run(&self.scripts.presence, &[now.to_string()]).await?)
     }
 
     async fn tick(&self, now: Millis, seed: u64) -> Result<TickReport> {

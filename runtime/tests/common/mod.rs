@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod gate;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,7 +61,11 @@ impl Drop for TempDir {
 impl Room {
     /// A room whose processes get `extra` environment on top of the defaults.
     pub fn new(extra: &[(&str, &str)]) -> Self {
-        let redis = RedisServer::start();
+        Self::with_redis(RedisServer::start(), extra)
+    }
+
+    /// [`Room::new`] on a given Redis (one that keeps its data, say).
+    pub fn with_redis(redis: RedisServer, extra: &[(&str, &str)]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("usher-test-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -86,9 +92,10 @@ impl Room {
         }
     }
 
-    /// Runs `usher <role>` on `port`. A broker serves its metrics on a
-    /// port of their own; a dispatcher serves them on `port`.
-    fn spawn(&self, role: &str, port: u16, extra: &[(&str, &str)]) -> Usher {
+    /// Starts `usher <role>` on `port` without waiting for it to be ready.
+    /// A broker serves its metrics on a port of their own; a dispatcher
+    /// serves them on `port`.
+    pub fn spawn(&self, role: &str, port: u16, extra: &[(&str, &str)]) -> Usher {
         let mut cmd = self.command(role);
         cmd.env("USHER_LISTEN", format!("127.0.0.1:{port}"));
         let metrics_port = if role == "broker" {
@@ -129,11 +136,15 @@ impl Room {
         )
     }
 
-    pub async fn dispatcher(&self, extra: &[(&str, &str)]) -> Usher {
-        let port = free_port();
+    /// Starts a dispatcher on `port` and waits until it is ready.
+    pub async fn dispatcher_on(&self, port: u16, extra: &[(&str, &str)]) -> Usher {
         let process = self.spawn("dispatcher", port, extra);
         wait_ready(port).await;
         process
+    }
+
+    pub async fn dispatcher(&self, extra: &[(&str, &str)]) -> Usher {
+        self.dispatcher_on(free_port(), extra).await
     }
 
     pub fn signer(&self) -> EntryTokenSigner {

@@ -20,6 +20,7 @@ struct Model {
     admitted_total: u64,
     admits: Vec<Millis>,
     tokens: Option<(f64, Millis)>,
+    presence_from: Millis,
 }
 
 impl Model {
@@ -156,7 +157,7 @@ impl Model {
         }
         let absent: Vec<String> = self
             .waiting()
-            .filter(|e| e.seen < now - self.config.abandon_timeout_ms)
+            .filter(|e| e.seen.max(self.presence_from) < now - self.config.abandon_timeout_ms)
             .map(|e| e.session.id.clone())
             .collect();
         for sid in absent {
@@ -287,6 +288,7 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         admitted_total: 0,
         admits: Vec::new(),
         tokens: None,
+        presence_from: 0,
     };
     let room_tag = format!("r{seed}-");
     let mut sids: Vec<String> = Vec::new();
@@ -357,6 +359,10 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
                         "over capacity: {context}"
                     );
                 }
+            }
+            95..=96 => {
+                model.presence_from = model.presence_from.max(now);
+                store.presence_lapsed(now).await.unwrap();
             }
             _ => {
                 let config = random_config(&mut rng, &base);

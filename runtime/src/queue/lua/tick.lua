@@ -13,8 +13,13 @@ for _, sid in ipairs(due) do
   expired = expired + 1
 end
 
--- Waiting users unseen for the abandon timeout leave the line.
-local gone = redis.call('ZRANGEBYSCORE', K_SEEN, '-inf', '(' .. int(now - cfg.abandon_ms), 'LIMIT', 0, BATCH)
+-- Waiting users unseen for the abandon timeout leave the line, unless
+-- presence went unrecorded more recently than that (presence.lua).
+local cutoff = now - cfg.abandon_ms
+local gone = {}
+if tonumber(redis.call('HGET', K_META, 'presence_from') or '0') < cutoff then
+  gone = redis.call('ZRANGEBYSCORE', K_SEEN, '-inf', '(' .. int(cutoff), 'LIMIT', 0, BATCH)
+end
 if #gone == BATCH then more = 1 end
 for _, sid in ipairs(gone) do
   remove_waiting(load_session(sid), 'abandoned', now)

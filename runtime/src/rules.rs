@@ -1,0 +1,96 @@
+//! Keeping a room's rules in its store. Every broker and dispatcher carries
+//! the rules it was started with. It writes them once Redis answers, and
+//! again whenever it finds the room without rules: a Redis that restarted
+//! without its data would otherwise refuse every join for good. A lower
+//! revision never replaces a higher one (`configure`), so a pod left over
+//! from an earlier rollout cannot put back older rules.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::queue::{QueueError, Result, RoomConfig, Store};
+
+pub struct RoomRules {
+    store: Arc<dyn Store>,
+    rules: RoomConfig,
+    /// This process has written its rules once (they may since be gone).
+    written: AtomicBool,
+}
+
+impl RoomRules {
+    pub fn new(store: Arc<dyn Store>, rules: RoomConfig) -> Arc<Self> {
+        Arc::new(RoomRules {
+            store,
+            rules,
+            written: AtomicBool::new(false),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The rules in force in the store. Writes this process's rules first if
+    /// it has not yet, or if the room has none; fails only when the store
+    /// does. Concurrent callers may both write: the same rules, harmlessly.
+    pub async fn ensure(&self) -> Result<RoomConfig> {
+        if !self.written.load(Ordering::Acquire) {
+            self.write().await?;
+            self.written.store(true, Ordering::Release);
+        } else if let Some(rules) = self.store.config().await? {
+            return Ok(rules);
+        } else {
+            tracing::warn!(
+                "the room's rules are gone from the store (did Redis lose its data?); writing them again"
+            );
+            self.write().await?;
+        }
+        self.store.config().await?.ok_or(QueueError::NotConfigured)
+    }
+
+    async fn write(&self) -> Result<()> {
+        if !self.store.configure(&self.rules).await? {
+            tracing::warn!(
+                revision = self.rules.revision,
+                "the room has rules of a newer revision; keeping them"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::queue::MemoryStore;
+
+    fn rules(capacity: u64, revision: u64) -> RoomConfig {
+        RoomConfig {
+            revision,
+            ..RoomConfig::for_tests(capacity, 60_000)
+        }
+    }
+
+    #[tokio::test]
+    async fn rules_are_written_once_and_again_when_lost() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let keeper = RoomRules::new(Arc::clone(&store), rules(5, 1));
+        assert_eq!(keeper.ensure().await.unwrap().capacity, 5);
+        // Rules another process wrote since are left alone while present...
+        store.configure(&rules(7, 1)).await.unwrap();
+        assert_eq!(keeper.ensure().await.unwrap().capacity, 7);
+        // ...and ours come back when the store lost them.
+        store.purge().await.unwrap();
+        assert_eq!(keeper.ensure().await.unwrap().capacity, 5);
+    }
+
+    #[tokio::test]
+    async fn newer_rules_are_kept() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        store.configure(&rules(9, 2)).await.unwrap();
+        let keeper = RoomRules::new(Arc::clone(&store), rules(5, 1));
+        assert_eq!(keeper.ensure().await.unwrap(), rules(9, 2));
+    }
+}
