@@ -186,7 +186,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_starting_dispatcher_drops_nobody_for_one_abandon_timeout() {
+    async fn a_starting_dispatcher_gives_presence_a_grace() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         rules(&store).ensure().await.unwrap();
         // Unseen for several abandon timeouts, as after a long outage that
@@ -214,12 +214,13 @@ mod tests {
 
     #[tokio::test]
     async fn rules_the_store_lost_are_written_again() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let memory = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Store> = Arc::clone(&memory) as Arc<dyn Store>;
         let _supervisor = start(&store);
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 if store.config().await.unwrap().is_some() {
-                    store.purge().await.unwrap();
+                    memory.lose_everything();
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -230,5 +231,21 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn rules_of_a_purged_room_stay_gone() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let _supervisor = start(&store);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while store.config().await.unwrap().is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        store.purge().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(store.config().await.unwrap(), None);
     }
 }

@@ -3,7 +3,8 @@
 //! again whenever it finds the room without rules: a Redis that restarted
 //! without its data would otherwise refuse every join for good. A lower
 //! revision never replaces a higher one (`configure`), so a pod left over
-//! from an earlier rollout cannot put back older rules.
+//! from an earlier rollout cannot put back older rules; and a room the
+//! operator purged on deletion is not restored by its pods still running.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +44,7 @@ impl RoomRules {
             tracing::warn!(
                 "the room's rules are gone from the store (did Redis lose its data?); writing them again"
             );
-            self.write().await?;
+            self.store.restore(&self.rules).await?;
         }
         self.store.config().await?.ok_or(QueueError::NotConfigured)
     }
@@ -75,15 +76,30 @@ mod tests {
 
     #[tokio::test]
     async fn rules_are_written_once_and_again_when_lost() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let memory = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Store> = Arc::clone(&memory) as Arc<dyn Store>;
         let keeper = RoomRules::new(Arc::clone(&store), rules(5, 1));
         assert_eq!(keeper.ensure().await.unwrap().capacity, 5);
         // Rules another process wrote since are left alone while present...
         store.configure(&rules(7, 1)).await.unwrap();
         assert_eq!(keeper.ensure().await.unwrap().capacity, 7);
         // ...and ours come back when the store lost them.
-        store.purge().await.unwrap();
+        memory.lose_everything();
         assert_eq!(keeper.ensure().await.unwrap().capacity, 5);
+    }
+
+    #[tokio::test]
+    async fn a_purged_room_is_not_restored_until_a_process_starts_for_it() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let leftover = RoomRules::new(Arc::clone(&store), rules(5, 3));
+        leftover.ensure().await.unwrap();
+        store.purge().await.unwrap();
+        assert_eq!(leftover.ensure().await, Err(QueueError::NotConfigured));
+        assert_eq!(store.config().await.unwrap(), None);
+        // The room made again starts over, at its own revision.
+        let recreated = RoomRules::new(Arc::clone(&store), rules(9, 1));
+        assert_eq!(recreated.ensure().await.unwrap(), rules(9, 1));
+        assert_eq!(leftover.ensure().await.unwrap(), rules(9, 1));
     }
 
     #[tokio::test]

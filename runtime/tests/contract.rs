@@ -577,14 +577,5 @@ async fn streams_work_on_fresh_and_kept_alive_connections() {
         );
     }
     // Both streams are released on the server once they end.
-    eventually(Duration::from_secs(5), "no open streams", || {
-        let metrics = broker.metrics.clone();
-        async move {
-            metrics_text(&metrics)
-                .await
-                .contains("usher_connections 0")
-                .then_some(())
-        }
-    })
-    .await;
+    broker.wait_for_streams(0, Duration::from_secs(5)).await;
 }

@@ -106,10 +106,28 @@ impl Raw {
         Answer { status, head, body }
     }
 
-    /// Whether the broker closed the connection (within 30 s).
+    /// The head of an answer to HEAD (its length describes no body).
+    async fn answer_to_head(&mut self) -> String {
+        let end = loop {
+            if let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            assert!(self.fill().await, "closed before a response head");
+        };
+        String::from_utf8(self.pending.drain(..end + 4).collect()).unwrap()
+    }
+
+    /// Whether the broker closes the connection within 30 s.
     async fn closed(&mut self) -> bool {
-        while self.fill().await {}
-        true
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut chunk = [0u8; 4096];
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
     }
 }
 
@@ -239,7 +257,7 @@ async fn chunked_and_expect_continue_joins_work_on_one_connection() {
 }
 
 #[tokio::test]
-async fn a_body_that_never_arrives_is_cut_and_does_not_hold_up_shutdown() {
+async fn heads_and_bodies_that_never_arrive_are_cut_and_do_not_hold_up_shutdown() {
     let room = Room::new(&[("USHER_PAUSED", "true")]);
     let (mut broker, base) = room.broker(&[]).await;
     let stalled = join_request(
@@ -248,12 +266,20 @@ async fn a_body_that_never_arrives_is_cut_and_does_not_hold_up_shutdown() {
     );
     let mut first = Raw::connect(&base).await;
     first.send(&stalled).await;
+    let mut half_head = Raw::reused(&base).await;
+    half_head.send(b"GET /healthz HTTP/1.1\r\nHo").await;
     let answer = first.answer().await;
     assert_eq!(
         (answer.status, answer.code()),
         (408, "body_timeout".to_owned())
     );
     assert!(first.closed().await);
+    let answer = half_head.answer().await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (408, "head_timeout".to_owned())
+    );
+    assert!(half_head.closed().await);
     // Many stalled bodies, some on kept-alive connections, then SIGTERM:
     // the broker stops without waiting for them.
     let mut held = Vec::new();
@@ -294,13 +320,30 @@ async fn odd_paths_and_queries_behave_alike_on_fresh_and_reused_connections() {
     let sid = &user.session_id;
     let token = &user.session_token;
     let targets = [
-        format!("/v1/rooms/%63oncert/sessions/{sid}/events?token={token}"),
-        format!("/v1/rooms/{ROOM}/sessions/{sid}/events?token={token}&token=other"),
-        format!("/v1/rooms/{ROOM}/sessions/{sid}/events?token=other&token={token}"),
-        format!("/v1/rooms/{ROOM}/sessions/%{sid}/events?token={token}"),
+        // Percent-encoding is decoded: the room is "concert".
+        (
+            format!("/v1/rooms/%63oncert/sessions/{sid}/events?token={token}"),
+            200,
+            None,
+        ),
+        // One token, not two.
+        (
+            format!("/v1/rooms/{ROOM}/sessions/{sid}/events?token={token}&token=other"),
+            400,
+            Some("invalid_query"),
+        ),
+        (
+            format!("/v1/rooms/{ROOM}/sessions/{sid}/events?token=other&token={token}"),
+            400,
+            Some("invalid_query"),
+        ),
+        (
+            format!("/v1/rooms/{ROOM}/sessions/%zz{sid}/events?token={token}"),
+            400,
+            Some("invalid_session_id"),
+        ),
     ];
-    for target in targets {
-        let mut answers = Vec::new();
+    for (target, status, code) in targets {
         for reused in [false, true] {
             let mut raw = if reused {
                 Raw::reused(&base).await
@@ -310,11 +353,45 @@ async fn odd_paths_and_queries_behave_alike_on_fresh_and_reused_connections() {
             raw.send(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
                 .await;
             let answer = raw.answer().await;
-            let code = (answer.status != 200).then(|| answer.code());
-            answers.push((answer.status, code));
+            let got = (answer.status, (answer.status != 200).then(|| answer.code()));
+            assert_eq!(
+                got,
+                (status, code.map(str::to_owned)),
+                "{target} (reused: {reused})"
+            );
         }
-        assert_eq!(answers[0], answers[1], "{target}");
     }
+}
+
+#[tokio::test]
+async fn head_requests_get_heads_only() {
+    let room = Room::new(&[("USHER_PAUSED", "true")]);
+    let (broker, base) = room.broker(&[]).await;
+    let user = join(&reqwest::Client::new(), &base).await;
+    let ready_length = reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    let mut raw = Raw::connect(&base).await;
+    raw.send(b"HEAD /readyz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let head = raw.answer_to_head().await;
+    assert!(
+        head.contains(&format!("content-length: {ready_length}\r\n")),
+        "{head}"
+    );
+    // HEAD on a stream opens none: the connection goes on at once.
+    raw.send(format!("HEAD {} HTTP/1.1\r\nHost: t\r\n\r\n", user.events_url).as_bytes())
+        .await;
+    let head = raw.answer_to_head().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    raw.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let answer = raw.answer().await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    broker.wait_for_streams(0, Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -392,11 +469,7 @@ async fn streams_of_vanished_clients_end_on_fresh_and_reused_connections() {
         ports.push(raw.stream.local_addr().unwrap().port());
         streams.push(raw);
     }
-    assert!(
-        metrics_text(&broker.metrics)
-            .await
-            .contains("usher_connections 2")
-    );
+    broker.wait_for_streams(2, Duration::from_secs(5)).await;
     // From now on nothing the two clients send arrives.
     let nft = |args: &str| {
         let status = std::process::Command::new("nft")
@@ -411,16 +484,7 @@ async fn streams_of_vanished_clients_end_on_fresh_and_reused_connections() {
         nft(&format!("add rule inet vanish out tcp sport {port} drop"));
     }
     let started = Instant::now();
-    eventually(Duration::from_secs(120), "both streams dropped", || {
-        let metrics = broker.metrics.clone();
-        async move {
-            metrics_text(&metrics)
-                .await
-                .contains("usher_connections 0")
-                .then_some(())
-        }
-    })
-    .await;
+    broker.wait_for_streams(0, Duration::from_secs(120)).await;
     println!("vanished clients dropped after {:?}", started.elapsed());
     drop(streams);
 }

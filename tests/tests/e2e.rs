@@ -442,16 +442,25 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     eventually(Duration::from_secs(30), "80 active again", || {
         (status(&cluster)["active"] == 80).then_some(())
     });
-    drop(pods);
 
     // Deleting the room runs the finalizer (its Redis keys go) and the
-    // garbage collector removes its children.
+    // garbage collector removes its children. Its runtime processes, still
+    // running meanwhile, do not write the deleted room's rules back.
     cluster.kubectl_ok(&["-n", NS, "delete", "waitingroom", ROOM, "--timeout=60s"]);
     assert_eq!(
         futures_lite_block(store.config()),
         None,
         "the room's Redis keys are deleted"
     );
+    // Longer than a dispatcher tick and a readiness probe: each would have
+    // written the rules again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        futures_lite_block(store.config()),
+        None,
+        "the deleted room's processes put its rules back"
+    );
+    drop(pods);
     eventually(
         Duration::from_secs(60),
         "children garbage-collected",

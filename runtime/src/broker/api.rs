@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -386,16 +386,19 @@ async fn complete(State(broker): Shared, HeldSession(sid): HeldSession) -> ApiRe
     Ok(Json(broker.session_body(&view, None)).into_response())
 }
 
-/// Opens the SSE stream of one session; the listener writes it out.
-async fn events(State(broker): Shared, HeldSession(sid): HeldSession) -> ApiResult {
-    let feed = broker.open_events(&sid).await?;
+/// Opens the SSE stream of one session; the listener writes it out. HEAD
+/// gets the head alone, and opens nothing.
+async fn events(State(broker): Shared, method: Method, HeldSession(sid): HeldSession) -> ApiResult {
     let mut response = [
         (header::CONTENT_TYPE, "text/event-stream"),
         (header::CACHE_CONTROL, "no-cache"),
         (header::HeaderName::from_static("x-accel-buffering"), "no"),
     ]
     .into_response();
-    response.extensions_mut().insert(StreamHandoff::new(feed));
+    if method != Method::HEAD {
+        let feed = broker.open_events(&sid).await?;
+        response.extensions_mut().insert(StreamHandoff::new(feed));
+    }
     Ok(response)
 }
 

@@ -47,7 +47,9 @@ pub struct BrokerSettings {
 
 impl BrokerSettings {
     fn presence_interval(&self) -> Duration {
-        (self.abandon_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+        Duration::from_millis(crate::queue::presence_interval_ms(
+            self.abandon_timeout.as_millis() as Millis
+        ) as u64)
     }
 }
 

@@ -172,6 +172,34 @@ async fn purging_forgets_the_room(store: &dyn Store) {
     );
 }
 
+async fn lost_rules_are_restored_but_not_those_of_a_purged_room(store: &dyn Store) {
+    // A store without rules and no purge: they were lost, and come back.
+    assert!(store.restore(&config()).await.unwrap());
+    assert!(
+        !store
+            .restore(&RoomConfig {
+                capacity: 9,
+                ..config()
+            })
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.config().await.unwrap(), Some(config()));
+    store.purge().await.unwrap();
+    assert_eq!(
+        store.restore(&config()).await.unwrap_err(),
+        QueueError::NotConfigured
+    );
+    assert_eq!(store.config().await.unwrap(), None);
+    // A process starting for the room configures it, purged or not.
+    let again = RoomConfig {
+        capacity: 7,
+        ..config()
+    };
+    assert!(store.configure(&again).await.unwrap());
+    assert_eq!(store.config().await.unwrap(), Some(again));
+}
+
 /// A room of capacity 1 where `a` was admitted at T0 and `b` waits.
 async fn one_active_one_waiting(store: &dyn Store) {
     configured(
@@ -474,21 +502,42 @@ async fn absent_users_are_dropped_from_the_line(store: &dyn Store) {
 
 async fn nobody_is_dropped_as_absent_right_after_presence_lapsed(store: &dyn Store) {
     admitting_nobody(store).await;
+    let grace = presence_grace_ms(2 * MIN);
     join(store, "gone", T0).await;
     store.presence_lapsed(T0 + 3 * MIN).await.unwrap();
     assert_eq!(store.tick(T0 + 3 * MIN, 0).await.unwrap().abandoned, 0);
-    assert_eq!(store.tick(T0 + 5 * MIN, 0).await.unwrap().abandoned, 0);
-    assert_eq!(store.tick(T0 + 5 * MIN + 1, 0).await.unwrap().abandoned, 1);
+    assert_eq!(
+        store.tick(T0 + 3 * MIN + grace, 0).await.unwrap().abandoned,
+        0
+    );
+    assert_eq!(
+        store
+            .tick(T0 + 3 * MIN + grace + 1, 0)
+            .await
+            .unwrap()
+            .abandoned,
+        1
+    );
     assert_eq!(
         state(store, "gone").await,
         SessionState::Closed(CloseReason::Abandoned)
     );
     // A late report of an older lapse never shortens the grace.
-    join(store, "late", T0 + 5 * MIN).await;
+    join(store, "late", T0 + 3 * MIN).await;
     store.presence_lapsed(T0 + 6 * MIN).await.unwrap();
     store.presence_lapsed(T0 + 4 * MIN).await.unwrap();
-    assert_eq!(store.tick(T0 + 8 * MIN, 0).await.unwrap().abandoned, 0);
-    assert_eq!(store.tick(T0 + 8 * MIN + 1, 0).await.unwrap().abandoned, 1);
+    assert_eq!(
+        store.tick(T0 + 6 * MIN + grace, 0).await.unwrap().abandoned,
+        0
+    );
+    assert_eq!(
+        store
+            .tick(T0 + 6 * MIN + grace + 1, 0)
+            .await
+            .unwrap()
+            .abandoned,
+        1
+    );
 }
 
 async fn the_change_stream_tells_every_change_in_order(store: &dyn Store) {
@@ -685,6 +734,7 @@ conformance!(
     closing_refuses_joins_and_closes_the_line,
     absent_users_are_dropped_from_the_line,
     nobody_is_dropped_as_absent_right_after_presence_lapsed,
+    lost_rules_are_restored_but_not_those_of_a_purged_room,
     the_change_stream_tells_every_change_in_order,
     a_blocked_reader_wakes_on_a_change,
     users_with_odd_names_are_kept_intact,

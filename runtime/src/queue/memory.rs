@@ -45,11 +45,19 @@ struct Room {
     change_seq: u64,
     log: VecDeque<(u64, Change)>,
     brokers: HashMap<String, (u64, Millis)>,
+    /// The room was purged since it was last configured.
+    purged: bool,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Forgets everything, as a Redis that restarted without its data.
+    #[cfg(test)]
+    pub fn lose_everything(&self) {
+        self.with_room(|r| *r = Room::default());
     }
 
     fn with_room<T>(&self, f: impl FnOnce(&mut Room) -> T) -> T {
@@ -202,7 +210,10 @@ impl Room {
         let mut abandoned: Vec<_> = self
             .seen
             .iter()
-            .filter(|(_, at)| self.presence_from < cutoff && **at < cutoff)
+            .filter(|(_, at)| {
+                self.presence_from < now - presence_grace_ms(config.abandon_timeout_ms)
+                    && **at < cutoff
+            })
             .map(|(sid, at)| (*at, sid.clone()))
             .collect();
         abandoned.sort();
@@ -354,6 +365,7 @@ impl Room {
 impl Store for MemoryStore {
     async fn configure(&self, config: &RoomConfig) -> Result<bool> {
         Ok(self.with_room(|r| {
+            r.purged = false;
             if r.config
                 .as_ref()
                 .is_some_and(|c| c.revision > config.revision)
@@ -364,6 +376,20 @@ impl Store for MemoryStore {
             r.emit(Change::Reconfigured);
             true
         }))
+    }
+
+    async fn restore(&self, config: &RoomConfig) -> Result<bool> {
+        self.with_room(|r| {
+            if r.purged {
+                return Err(QueueError::NotConfigured);
+            }
+            if r.config.is_some() {
+                return Ok(false);
+            }
+            r.config = Some(config.clone());
+            r.emit(Change::Reconfigured);
+            Ok(true)
+        })
     }
 
     async fn config(&self) -> Result<Option<RoomConfig>> {
@@ -475,7 +501,12 @@ impl Store for MemoryStore {
     }
 
     async fn purge(&self) -> Result<()> {
-        self.with_room(|r| *r = Room::default());
+        self.with_room(|r| {
+            *r = Room {
+                purged: true,
+                ..Room::default()
+            }
+        });
         Ok(())
     }
 

@@ -29,6 +29,21 @@ pub const LATEST: &str = "$";
 pub const CLOSED_RECORD_RETENTION_MS: Millis = 3_600_000;
 /// The most sessions one dispatcher tick changes in each of its steps.
 pub const TICK_BATCH: usize = 1000;
+
+/// How often brokers mark the visitors whose streams they hold as present:
+/// a quarter of the abandon timeout, within 1 to 30 s.
+pub fn presence_interval_ms(abandon_timeout_ms: Millis) -> Millis {
+    (abandon_timeout_ms / 4).clamp(1_000, 30_000)
+}
+
+/// After presence lapsed (the store was away), nobody is dropped as absent
+/// for this long: every broker marks its visitors again by then, at its
+/// next regular mark or on its retry a second after a failed one. Never
+/// longer than the abandon timeout, so a lapse only delays abandonment.
+/// `lua/tick.lua` computes the same.
+pub fn presence_grace_ms(abandon_timeout_ms: Millis) -> Millis {
+    (presence_interval_ms(abandon_timeout_ms) + 5_000).min(abandon_timeout_ms)
+}
 /// The sliding window `admissionRate` is measured over.
 pub const RATE_WINDOW_MS: Millis = 60_000;
 
@@ -268,8 +283,13 @@ pub type Result<T, E = QueueError> = std::result::Result<T, E>;
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Replaces the room's configuration, unless the one in place has a
-    /// higher revision; returns whether it was replaced.
+    /// higher revision; returns whether it was replaced. A process starting
+    /// for the room does this, even for a room purged before.
     async fn configure(&self, config: &RoomConfig) -> Result<bool>;
+    /// Writes `config` back when the room has none because the store lost
+    /// it (Redis restarted without its data); returns whether it wrote.
+    /// A purged room stays without rules: `NotConfigured`.
+    async fn restore(&self, config: &RoomConfig) -> Result<bool>;
     /// The room's configuration, if it has one.
     async fn config(&self) -> Result<Option<RoomConfig>>;
     /// Joins `user`, idempotently: a user with a live session gets it back.
@@ -285,7 +305,7 @@ pub trait Store: Send + Sync + 'static {
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()>;
     /// Records that presence may have gone unrecorded until `now` (the store
     /// was unreachable, or the caller cannot tell): no waiting session is
-    /// dropped as absent before a full abandon timeout after `now`, which
+    /// dropped as absent within [`presence_grace_ms`] after `now`, which
     /// gives brokers time to mark their visitors again. Never moves back.
     async fn presence_lapsed(&self, now: Millis) -> Result<()>;
     /// One dispatcher step: expire, drop abandoned, open, close, admit.
@@ -305,7 +325,9 @@ pub trait Store: Send + Sync + 'static {
     async fn report_broker(&self, broker_id: &str, connected: u64, now: Millis) -> Result<()>;
     /// Streams held by brokers that reported since `since` (for scaling).
     async fn connected(&self, since: Millis) -> Result<u64>;
-    /// Deletes every key of the room (the operator's `onDelete: Delete`).
+    /// Deletes every key of the room (the operator's `onDelete: Delete`),
+    /// leaving a mark for a day so that processes of the deleted room still
+    /// running do not [`Store::restore`] its rules.
     async fn purge(&self) -> Result<()>;
     /// Checks the store answers.
     async fn ping(&self) -> Result<()>;

@@ -27,9 +27,13 @@ const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The keys every script receives, in the order `lua/common.lua` names them.
-const SCRIPT_KEYS: [&str; 10] = [
+const SCRIPT_KEYS: [&str; 11] = [
     "cfg", "meta", "users", "sessions", "waiting", "active", "seen", "admits", "closed", "events",
+    "purged",
 ];
+/// How long a purged room's mark stops its leftover processes from
+/// restoring its rules.
+const PURGED_MARK_SECONDS: u64 = 86_400;
 
 struct Scripts {
     configure: Script,
@@ -255,14 +259,8 @@ impl RedisStore {
             .map_or_else(|| "0-0".to_owned(), |entry| entry.id))
     }
 
-    fn events_key(&self) -> &str {
-        &self.keys[9]
-    }
-}
-
-#[async_trait]
-impl Store for RedisStore {
-    async fn configure(&self, c: &RoomConfig) -> Result<bool> {
+    /// Runs `lua/configure.lua` in `mode` (`start` or `restore`).
+    async fn write_rules(&self, c: &RoomConfig, mode: &str) -> Result<bool> {
         let args = [
             c.capacity.to_string(),
             c.admission_rate.unwrap_or(0).to_string(),
@@ -273,10 +271,26 @@ impl Store for RedisStore {
             if c.paused { "1" } else { "0" }.to_owned(),
             c.abandon_timeout_ms.to_string(),
             c.revision.to_string(),
+            mode.to_owned(),
         ];
         let reply = self.run(&self.scripts.configure, &args).await?;
         check_status(&reply)?;
         Ok(field::<i64>(&reply, 1)? == 1)
+    }
+
+    fn events_key(&self) -> &str {
+        &self.keys[9]
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn configure(&self, c: &RoomConfig) -> Result<bool> {
+        self.write_rules(c, "start").await
+    }
+
+    async fn restore(&self, c: &RoomConfig) -> Result<bool> {
+        self.write_rules(c, "restore").await
     }
 
     async fn config(&self) -> Result<Option<RoomConfig>> {
@@ -458,9 +472,15 @@ impl Store for RedisStore {
     }
 
     async fn purge(&self) -> Result<()> {
-        let _: i64 = redis::cmd("DEL")
-            .arg(&self.keys)
-            .arg(&self.brokers_key)
+        let purged_key = &self.keys[10];
+        let _: () = redis::pipe()
+            .atomic()
+            .del(&self.keys)
+            .ignore()
+            .del(&self.brokers_key)
+            .ignore()
+            .set_ex(purged_key, 1, PURGED_MARK_SECONDS)
+            .ignore()
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

@@ -40,6 +40,26 @@ impl Usher {
     pub fn kill(&mut self) {
         self.process.kill();
     }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.0.try_wait().unwrap().is_none()
+    }
+
+    /// Waits until the process serves exactly `streams` event streams.
+    pub async fn wait_for_streams(&self, streams: u64, within: Duration) {
+        let expected = format!("usher_connections {streams}\n");
+        eventually(within, &format!("{streams} open streams"), || {
+            let (metrics, expected) = (self.metrics.clone(), expected.clone());
+            async move {
+                metrics_text(&metrics)
+                    .await
+                    .contains(&expected)
+                    .then_some(())
+            }
+        })
+        .await;
+    }
 }
 
 /// Redis, a key file and the environment every `usher` process of a room shares.

@@ -50,7 +50,13 @@ pub fn decode_chunked(raw: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ApiError> 
         };
         let line = &raw[at..at + line_end];
         let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
-        let size_text = size_text.trim_ascii_end();
+        // Only blanks may precede an extension (RFC 9112 §7.1.1).
+        let blanks = size_text
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let size_text = &size_text[..size_text.len() - blanks];
         if size_text.is_empty()
             || size_text.len() > 8
             || !size_text.iter().all(u8::is_ascii_hexdigit)
@@ -93,7 +99,7 @@ mod tests {
 
     #[test]
     fn chunked_bodies_decode_whole() {
-        let raw = b"4;ext=1\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\nX-Trailer: t\r\n\r\nGET";
+        let raw = b"4 ;ext=1\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\nX-Trailer: t\r\n\r\nGET";
         let (body, used) = decode_chunked(raw).unwrap().unwrap();
         assert_eq!(body, b"{\"a\":1}");
         assert_eq!(&raw[used..], b"GET");
@@ -116,6 +122,8 @@ mod tests {
             b"-1\r\n",
             b"2\r\nabc\r\n0\r\n\r\n",
             b"123456789\r\n",
+            b"1\n\r\na\r\n0\r\n\r\n",
+            b"1\r\r\na\r\n0\r\n\r\n",
         ] {
             let error = decode_chunked(raw).unwrap_err();
             assert_eq!(error.code, "invalid_chunked_body", "{raw:?}");

@@ -32,6 +32,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most a response body may be (responses are small JSON or the page).
 const MAX_RESPONSE: usize = 1024 * 1024;
+/// After a last answer, input is read and dropped for at most this long
+/// and this much, before the connection closes.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024;
 
 /// A connection and the bytes read from it but not used yet (a pipelined
 /// next request may follow a body).
@@ -71,7 +75,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(None) => return None,
                 Err(error) => {
                     metrics.error(error.code);
-                    let _ = self.respond(error.into_response(), false, false).await;
+                    if self
+                        .respond(error.into_response(), false, false)
+                        .await
+                        .is_ok()
+                    {
+                        self.close().await;
+                    }
                     return None;
                 }
             };
@@ -88,9 +98,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Some((self, head, stream));
             }
             let keep_alive = keep_alive && !*shutdown.borrow();
-            if self.respond(response, head_only, keep_alive).await.is_err() || !keep_alive {
-                let _ = self.io.shutdown().await;
-                return None;
+            match self.respond(response, head_only, keep_alive).await {
+                Ok(()) if keep_alive => {}
+                Ok(()) => {
+                    self.close().await;
+                    return None;
+                }
+                Err(_) => return None,
             }
         }
     }
@@ -125,7 +139,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// connection must arrive within [`HEAD_TIMEOUT`] of connecting; a later
     /// one may idle first, then has as long from its first byte.
     async fn read_head(&mut self, first: bool) -> Result<Option<(RequestHead, usize)>, ApiError> {
-        let mut deadline = Instant::now() + if first { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
+        // A pipelined head already begun is not idle.
+        let idle = !first && self.buffer.is_empty();
+        let mut deadline = Instant::now() + if idle { IDLE_TIMEOUT } else { HEAD_TIMEOUT };
         loop {
             if !self.buffer.is_empty()
                 && let Some(parsed) = head::parse(&self.buffer)?
@@ -148,7 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     ));
                 }
             }
-            if was_empty && !first {
+            if was_empty && idle {
                 deadline = Instant::now() + HEAD_TIMEOUT;
             }
         }
@@ -163,7 +179,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             BodyLength::Exact(length) => length > 0,
             BodyLength::Chunked => true,
         };
-        if head.expects_continue && wants_body && self.buffer.is_empty() {
+        let continue_understood = head.version == axum::http::Version::HTTP_11;
+        if head.expects_continue && continue_understood && wants_body && self.buffer.is_empty() {
             let sent = self.write(b"HTTP/1.1 100 Continue\r\n\r\n").await;
             if sent.is_err() {
                 return Ok(None);
@@ -203,6 +220,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
     }
 
+    /// Closes after a last answer: the client may still be sending (a body
+    /// refused unread, pipelined requests), and closing on unread input
+    /// would reset the connection and could destroy the answer before the
+    /// client reads it. So the write side closes first, and what still
+    /// comes in is read and dropped for a moment.
+    async fn close(&mut self) {
+        let _ = self.io.shutdown().await;
+        let mut left = LINGER_BYTES;
+        let _ = timeout(LINGER, async {
+            let mut scratch = [0u8; 4096];
+            while left > 0 {
+                match self.io.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    }
+
     async fn respond(
         &mut self,
         response: Response,
@@ -216,7 +253,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 tracing::error!(error = %e, "cannot produce a response body");
                 Bytes::new()
             });
-        let mut out = encode_head(parts.status, &parts.headers, Some(body.len()), keep_alive);
+        // A HEAD answer gives the length a GET would have.
+        let length = head_only
+            .then(|| parts.headers.get(header::CONTENT_LENGTH))
+            .flatten()
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(body.len());
+        let mut out = encode_head(parts.status, &parts.headers, Some(length), keep_alive);
         if !head_only {
             out.extend_from_slice(&body);
         }

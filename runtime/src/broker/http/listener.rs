@@ -62,6 +62,9 @@ pub async fn serve(
             }
         }
     }
+    // New clients are refused at once and go to another broker, rather
+    // than wait unanswered through the drain.
+    drop(listener);
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     while open.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -110,7 +113,7 @@ async fn stream_events(mut connection: Connection<TcpStream>, head: Vec<u8>, mut
     loop {
         let bytes = tokio::select! {
             bytes = feed.next() => bytes,
-            gone = client_left(&connection.io) => if gone { None } else { continue },
+            () = client_spoke(&connection.io) => None,
         };
         let Some(bytes) = bytes else { break };
         if connection.write(&bytes).await.is_err() {
@@ -120,16 +123,17 @@ async fn stream_events(mut connection: Connection<TcpStream>, head: Vec<u8>, mut
     let _ = connection.io.shutdown().await;
 }
 
-/// Waits for the socket to become readable: `true` when the client closed
-/// it or it failed, `false` when it merely sent bytes (which are ignored).
-async fn client_left(stream: &TcpStream) -> bool {
-    if stream.readable().await.is_err() {
-        return true;
-    }
-    let mut scratch = [0u8; 64];
-    match stream.try_read(&mut scratch) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+/// Waits until the client closes the connection, fails, or sends anything:
+/// a stream's client has nothing more to say, so any of these ends it.
+async fn client_spoke(stream: &TcpStream) {
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        let mut scratch = [0u8; 1];
+        match stream.try_read(&mut scratch) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => return,
+        }
     }
 }

@@ -157,7 +157,11 @@ impl Model {
         }
         let absent: Vec<String> = self
             .waiting()
-            .filter(|e| e.seen.max(self.presence_from) < now - self.config.abandon_timeout_ms)
+            .filter(|e| {
+                e.seen < now - self.config.abandon_timeout_ms
+                    && self.presence_from
+                        < now - super::super::presence_grace_ms(self.config.abandon_timeout_ms)
+            })
             .map(|e| e.session.id.clone())
             .collect();
         for sid in absent {

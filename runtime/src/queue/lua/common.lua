@@ -2,7 +2,7 @@
 -- the scripts run unchanged on Redis Cluster. The key order is fixed:
 local K_CFG, K_META, K_USERS, K_SESSIONS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_WAITING, K_ACTIVE, K_SEEN, K_ADMITS = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local K_CLOSED, K_EVENTS = KEYS[9], KEYS[10]
+local K_CLOSED, K_EVENTS, K_PURGED = KEYS[9], KEYS[10], KEYS[11]
 
 local EVENTS_MAXLEN = 100000
 local BATCH = 1000

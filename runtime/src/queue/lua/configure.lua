@@ -1,7 +1,16 @@
--- ARGV: capacity rate session_ms mode opens_at closes_at paused abandon_ms revision
--- (rate, opens_at and closes_at are 0 when unset). Returns { 'ok', 1 } when
--- written, { 'ok', 0 } when rules of a higher revision are in place.
+-- ARGV: capacity rate session_ms mode opens_at closes_at paused abandon_ms
+-- revision write_mode (rate, opens_at and closes_at are 0 when unset).
+-- write_mode `start`: a process starting for the room writes its rules,
+-- unless rules of a higher revision are in place. `restore`: rules lost
+-- with Redis's data are written back, but never those of a purged room.
+-- Returns { 'ok', 1 } when written, { 'ok', 0 } when not.
 local revision = tonumber(ARGV[9])
+if ARGV[10] == 'restore' then
+  if redis.call('EXISTS', K_PURGED) == 1 then return { 'not_configured' } end
+  if redis.call('EXISTS', K_CFG) == 1 then return { 'ok', 0 } end
+else
+  redis.call('DEL', K_PURGED)
+end
 if tonumber(redis.call('HGET', K_CFG, 'revision') or '0') > revision then
   return { 'ok', 0 }
 end

@@ -14,10 +14,12 @@ for _, sid in ipairs(due) do
 end
 
 -- Waiting users unseen for the abandon timeout leave the line, unless
--- presence went unrecorded more recently than that (presence.lua).
+-- presence went unrecorded within the grace (presence.lua), as
+-- queue::presence_grace_ms computes it.
 local cutoff = now - cfg.abandon_ms
+local grace = math.min(math.min(math.max(math.floor(cfg.abandon_ms / 4), 1000), 30000) + 5000, cfg.abandon_ms)
 local gone = {}
-if tonumber(redis.call('HGET', K_META, 'presence_from') or '0') < cutoff then
+if tonumber(redis.call('HGET', K_META, 'presence_from') or '0') < now - grace then
   gone = redis.call('ZRANGEBYSCORE', K_SEEN, '-inf', '(' .. int(cutoff), 'LIMIT', 0, BATCH)
 end
 if #gone == BATCH then more = 1 end
