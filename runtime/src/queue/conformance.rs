@@ -503,21 +503,12 @@ async fn absent_users_are_dropped_from_the_line(store: &dyn Store) {
 async fn nobody_is_dropped_as_absent_right_after_presence_lapsed(store: &dyn Store) {
     admitting_nobody(store).await;
     let grace = presence_grace_ms(2 * MIN);
+    let abandoned_at = |now| async move { store.tick(now, 0).await.unwrap().abandoned };
     join(store, "gone", T0).await;
     store.presence_lapsed(T0 + 3 * MIN).await.unwrap();
-    assert_eq!(store.tick(T0 + 3 * MIN, 0).await.unwrap().abandoned, 0);
-    assert_eq!(
-        store.tick(T0 + 3 * MIN + grace, 0).await.unwrap().abandoned,
-        0
-    );
-    assert_eq!(
-        store
-            .tick(T0 + 3 * MIN + grace + 1, 0)
-            .await
-            .unwrap()
-            .abandoned,
-        1
-    );
+    assert_eq!(abandoned_at(T0 + 3 * MIN).await, 0);
+    assert_eq!(abandoned_at(T0 + 3 * MIN + grace).await, 0);
+    assert_eq!(abandoned_at(T0 + 3 * MIN + grace + 1).await, 1);
     assert_eq!(
         state(store, "gone").await,
         SessionState::Closed(CloseReason::Abandoned)
@@ -526,18 +517,8 @@ async fn nobody_is_dropped_as_absent_right_after_presence_lapsed(store: &dyn Sto
     join(store, "late", T0 + 3 * MIN).await;
     store.presence_lapsed(T0 + 6 * MIN).await.unwrap();
     store.presence_lapsed(T0 + 4 * MIN).await.unwrap();
-    assert_eq!(
-        store.tick(T0 + 6 * MIN + grace, 0).await.unwrap().abandoned,
-        0
-    );
-    assert_eq!(
-        store
-            .tick(T0 + 6 * MIN + grace + 1, 0)
-            .await
-            .unwrap()
-            .abandoned,
-        1
-    );
+    assert_eq!(abandoned_at(T0 + 6 * MIN + grace).await, 0);
+    assert_eq!(abandoned_at(T0 + 6 * MIN + grace + 1).await, 1);
 }
 
 async fn the_change_stream_tells_every_change_in_order(store: &dyn Store) {
