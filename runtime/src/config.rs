@@ -219,15 +219,18 @@ pub const MAX_ABANDON_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// The engine counts time in milliseconds: nothing shorter means anything.
 const MIN_DURATION: Duration = Duration::from_millis(1);
+/// Brokers mark their visitors present at most once a second: a shorter
+/// abandon timeout would drop visitors who are still there.
+pub const MIN_ABANDON_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A session duration, 1ms to [`MAX_SESSION_DURATION`].
 pub fn parse_session_duration(text: &str) -> Result<Duration, String> {
     parse_duration(text, MAX_SESSION_DURATION)
 }
 
-/// An abandon timeout, 1ms to [`MAX_ABANDON_TIMEOUT`].
+/// An abandon timeout, [`MIN_ABANDON_TIMEOUT`] to [`MAX_ABANDON_TIMEOUT`].
 pub fn parse_abandon_timeout(text: &str) -> Result<Duration, String> {
-    parse_duration(text, MAX_ABANDON_TIMEOUT)
+    parse_duration_within(text, MIN_ABANDON_TIMEOUT, MAX_ABANDON_TIMEOUT)
 }
 
 /// A timer period, 1ms to [`MAX_INTERVAL`].
@@ -239,11 +242,20 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 /// The bounds keep every instant the processes compute (an admission plus
 /// the session, say) within what they can count and write.
 fn parse_duration(text: &str, longest: Duration) -> Result<Duration, String> {
+    parse_duration_within(text, MIN_DURATION, longest)
+}
+
+fn parse_duration_within(
+    text: &str,
+    shortest: Duration,
+    longest: Duration,
+) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration such as 15m or 90s: {e}"))?;
-    if duration < MIN_DURATION || duration > longest {
+    if duration < shortest || duration > longest {
         return Err(format!(
-            "{text:?} is out of bounds: at least 1ms and at most {}",
+            "{text:?} is out of bounds: at least {} and at most {}",
+            humantime::format_duration(shortest),
             humantime::format_duration(longest)
         ));
     }
@@ -367,6 +379,9 @@ mod tests {
         // Below the millisecond the engine cannot count.
         assert!(parse("dispatcher", "--tick", "500us").is_err());
         assert!(parse("broker", "--session-duration", "1ms").is_ok());
+        // Presence is marked at most once a second.
+        assert!(parse("dispatcher", "--abandon-timeout", "4s").is_err());
+        assert!(parse("dispatcher", "--abandon-timeout", "5s").is_ok());
         // Beyond what the parser can count at all.
         assert!(parse("broker", "--session-duration", "99999999999999999999h").is_err());
     }
