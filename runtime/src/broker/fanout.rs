@@ -158,6 +158,11 @@ impl Fanout {
         self.lock().synced
     }
 
+    /// The local line may have missed changes: not synced until reloaded.
+    pub fn mark_stale(&self) {
+        self.lock().synced = false;
+    }
+
     /// Opens a stream's hold on `sid`. The receiver first yields the
     /// session's current frame, if any. `None` when the session already
     /// holds [`MAX_STREAMS_PER_SESSION`] streams.

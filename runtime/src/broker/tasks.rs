@@ -18,6 +18,9 @@ const CHANGES_PER_READ: usize = 10_000;
 /// How long one read of the change stream may wait for news.
 const FOLLOW_BLOCK: Duration = Duration::from_secs(5);
 const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// The longest wait between attempts to follow the change stream again,
+/// so the line is back within a second of Redis.
+const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(1);
 /// Pause between reads of a busy change stream, so changes arrive in
 /// batches: at most ~100 reads a second however busy the room is.
 const FOLLOW_PACE: Duration = Duration::from_millis(10);
@@ -104,10 +107,12 @@ async fn follow_changes(broker: Arc<Broker>) {
         match follow_from_snapshot(&broker).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
+                // Until reloaded, the local line may be stale: not ready.
+                broker.fanout.mark_stale();
                 broker.metrics.store_errors.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, retry_in = ?backoff, "lost the change stream");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(FOLLOW_RETRY_MAX);
             }
         }
     }
