@@ -1,5 +1,6 @@
 //! The waiting page in a real headless Chromium, driven over the DevTools
-//! protocol, against `usher demo`.
+//! protocol, against `usher demo` and against a broker and dispatcher on a
+//! real `redis-server`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,11 +9,13 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Process, TempDir, demo, eventually, get_json, wait_ready};
+use common::{
+    Process, ROOM, Room, TempDir, demo, eventually, get_json, join, room_stats, wait_ready,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use usher_runtime::testing::free_port;
+use usher_runtime::testing::{RedisServer, free_port};
 
 /// One Chromium page, controlled over its DevTools WebSocket.
 struct Browser {
@@ -89,6 +92,18 @@ impl Browser {
             }
         }
         panic!("chromium closed the DevTools connection");
+    }
+
+    /// Runs `script` in every page this browser opens from now on, before
+    /// the page's own scripts.
+    async fn before_each_page(&mut self, script: &str) {
+        // Without the Page domain enabled, Chromium does not run them.
+        self.call("Page.enable", json!({})).await;
+        self.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": script}),
+        )
+        .await;
     }
 
     async fn open(&mut self, url: &str) {
@@ -198,4 +213,104 @@ async fn a_visitor_waits_with_a_live_position_then_is_admitted() {
         (stats["active"].as_u64(), stats["admittedTotal"].as_u64()),
         (Some(0), Some(2))
     );
+}
+
+/// Counts, in `window.closedStreams`, the streams the browser gave up on
+/// (an `error` event with the EventSource CLOSED: an answer other than 200),
+/// which it never reopens by itself.
+const COUNT_CLOSED_STREAMS: &str = "(() => {
+    window.closedStreams = 0;
+    const Native = window.EventSource;
+    window.EventSource = class extends Native {
+        constructor(...args) {
+            super(...args);
+            this.addEventListener('error', () => {
+                if (this.readyState === Native.CLOSED) window.closedStreams += 1;
+            });
+        }
+    };
+})();";
+
+/// A broker that restarts while Redis is down answers the page's reconnect
+/// with `503`, after which the browser's EventSource stays closed for good.
+/// The page must open streams again by itself, so that its visitor stays
+/// present (and is not dropped as abandoned once Redis is back), gets a live
+/// stream again, and is admitted when a slot frees.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_reopens_its_stream_after_a_refused_reconnect() {
+    let abandon = Duration::from_secs(10);
+    let mut room = Room::with_redis(
+        RedisServer::start_persistent(),
+        &[
+            ("USHER_CAPACITY", "1"),
+            ("USHER_ABANDON_TIMEOUT", "10s"),
+            // The outage is on purpose: no warnings about it.
+            ("USHER_LOG", "error"),
+        ],
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut broker = room.broker_on(port, &[]).await;
+    let _dispatcher = room.dispatcher(&[]).await;
+    let client = reqwest::Client::new();
+    // Someone else holds the only slot, so the browser's visitor waits.
+    let holder = join(&client, &base).await;
+    eventually(Duration::from_secs(10), "the holder admitted", || async {
+        (room_stats(&base).await["active"] == 1).then_some(())
+    })
+    .await;
+
+    let mut browser = Browser::launch().await;
+    browser.before_each_page(COUNT_CLOSED_STREAMS).await;
+    browser.open(&format!("{base}/")).await;
+    browser
+        .wait_for(&format!("({TEXT})('status').startsWith('Live')"))
+        .await;
+    assert_eq!(browser.eval(&format!("({TEXT})('position')")).await, "1");
+    // A visitor behind, who neither streams nor polls: once the dispatcher
+    // drops them as absent, it would have dropped the page's visitor too,
+    // had the page stopped marking them present.
+    join(&client, &base).await;
+
+    // Redis goes away and the broker restarts: the page's stream ends, and
+    // the browser's reconnect gets a 503 from the new broker.
+    room.redis.stop();
+    broker.kill();
+    let _broker = room.spawn("broker", port, &[]);
+    browser.wait_for("window.closedStreams > 0").await;
+
+    room.redis.restart();
+    let stats = eventually(
+        abandon * 3,
+        "the absent visitor dropped after Redis is back",
+        || async {
+            let stats = room_stats(&base).await;
+            stats["waiting"]
+                .as_u64()
+                .is_some_and(|w| w < 2)
+                .then_some(stats)
+        },
+    )
+    .await;
+    let page = browser
+        .eval("document.querySelector('main').innerText")
+        .await;
+    assert_eq!(
+        stats["waiting"], 1,
+        "the page's visitor was dropped as absent too: {stats}; the page shows: {page}"
+    );
+    browser
+        .wait_for(&format!("({TEXT})('status').startsWith('Live')"))
+        .await;
+    assert_eq!(browser.eval(&format!("({TEXT})('position')")).await, "1");
+
+    // The holder finishes; the page's visitor, still in line, is admitted.
+    let complete = format!(
+        "{base}/v1/rooms/{ROOM}/sessions/{}/complete?token={}",
+        holder.session_id, holder.session_token
+    );
+    assert_eq!(client.post(complete).send().await.unwrap().status(), 200);
+    browser
+        .wait_for("!document.getElementById('admitted').hidden")
+        .await;
 }
