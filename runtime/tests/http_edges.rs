@@ -57,6 +57,18 @@ impl Raw {
         }
     }
 
+    /// A connection whose receive window is as small as the kernel allows,
+    /// so that a client that stops reading soon stops the broker's writes.
+    async fn connect_with_small_window(base: &str) -> Raw {
+        let address = base.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(1024).unwrap();
+        Raw {
+            stream: socket.connect(address).await.unwrap(),
+            pending: Vec::new(),
+        }
+    }
+
     /// A connection that already carried one request and was kept alive.
     async fn reused(base: &str) -> Raw {
         let mut raw = Raw::connect(base).await;
@@ -486,5 +498,38 @@ async fn streams_of_vanished_clients_end_on_fresh_and_reused_connections() {
     let started = Instant::now();
     broker.wait_for_streams(0, Duration::from_secs(120)).await;
     println!("vanished clients dropped after {:?}", started.elapsed());
+    drop(streams);
+}
+
+/// A client that stays connected but stops reading is dropped once the
+/// broker's writes stall for the write timeout, whether its stream opened
+/// the connection or followed the join on it. Keep-alive comments every
+/// millisecond fill the socket buffers within seconds.
+#[tokio::test]
+async fn streams_of_clients_that_stop_reading_end_on_fresh_and_reused_connections() {
+    let room = Room::new(&[("USHER_PAUSED", "true")]);
+    let (broker, base) = room.broker(&[("USHER_KEEPALIVE_INTERVAL", "1ms")]).await;
+    let mut streams = Vec::new();
+    for reused in [false, true] {
+        let mut raw = Raw::connect_with_small_window(&base).await;
+        let mut other = if reused {
+            None
+        } else {
+            Some(Raw::connect(&base).await)
+        };
+        let joining = other.as_mut().unwrap_or(&mut raw);
+        joining.send(&join_request("", "")).await;
+        let user: Joined = serde_json::from_slice(&joining.answer().await.body).unwrap();
+        raw.send(format!("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", user.events_url).as_bytes())
+            .await;
+        streams.push(raw);
+    }
+    broker.wait_for_streams(2, Duration::from_secs(5)).await;
+    let started = Instant::now();
+    broker.wait_for_streams(0, Duration::from_secs(120)).await;
+    println!(
+        "clients that stopped reading dropped after {:?}",
+        started.elapsed()
+    );
     drop(streams);
 }
