@@ -6,7 +6,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -40,6 +41,37 @@ pub struct EntryClaims {
     /// End of the session.
     pub exp: i64,
     pub jti: String,
+}
+
+/// Clock skew allowed when checking an entry token's `nbf` and `exp`.
+const VERIFY_LEEWAY_SECONDS: u64 = 5;
+
+/// Checks entry tokens of one room: signature by one of the room's keys
+/// (current or retired), audience, issuer, and times.
+pub struct EntryTokenVerifier {
+    keys: Vec<VerifyingKey>,
+}
+
+struct VerifyingKey {
+    kid: String,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl EntryTokenVerifier {
+    /// The claims of `token`, or why it is refused.
+    pub fn verify(&self, token: &str) -> Result<EntryClaims, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+        let kid = header.kid.ok_or("the token names no key (kid)")?;
+        let key = self
+            .keys
+            .iter()
+            .find(|key| key.kid == kid)
+            .ok_or("the token is signed by a key this room does not use")?;
+        jsonwebtoken::decode::<EntryClaims>(token, &key.key, &key.validation)
+            .map(|data| data.claims)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// What stays of an earlier signing key during a rotation.
@@ -137,6 +169,33 @@ impl EntryTokenSigner {
             jwk: retired.jwk.clone(),
             seed: retired.seed.clone(),
         });
+    }
+
+    /// A verifier of this room's entry tokens, by the keys of the JWKS.
+    pub fn verifier(&self, room: &str, issuer: &str) -> EntryTokenVerifier {
+        let keys = std::iter::once(&self.jwk)
+            .chain(self.retired.iter().map(|r| &r.jwk))
+            .filter_map(|jwk| {
+                let jwk: Jwk = serde_json::from_value(jwk.clone()).ok()?;
+                let algorithm = match jwk.algorithm {
+                    AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                    AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    _ => return None,
+                };
+                let mut validation = Validation::new(algorithm);
+                validation.set_audience(&[room]);
+                validation.set_issuer(&[issuer]);
+                validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss"]);
+                validation.validate_nbf = true;
+                validation.leeway = VERIFY_LEEWAY_SECONDS;
+                Some(VerifyingKey {
+                    kid: jwk.common.key_id.clone()?,
+                    key: DecodingKey::from_jwk(&jwk).ok()?,
+                    validation,
+                })
+            })
+            .collect();
+        EntryTokenVerifier { keys }
     }
 
     /// `/.well-known/jwks.json`: the signing key first, then retired ones.
@@ -245,6 +304,52 @@ mod tests {
         let tokens = crate::auth::SessionTokens::new(new.mac_keys("session-token"));
         assert_eq!(tokens.verify(&session, "r", "s"), Ok(()));
         assert_ne!(tokens.issue("r", "s"), session);
+    }
+
+    #[test]
+    fn the_verifier_checks_key_room_issuer_and_times() {
+        let old = EntryTokenSigner::generate();
+        let mut signer = EntryTokenSigner::generate();
+        signer.retire(&old);
+        let verifier = signer.verifier("concert", "usher");
+        let live = EntryClaims {
+            nbf: 1_000_000_000,
+            exp: 4_000_000_000,
+            ..claims()
+        };
+        assert_eq!(verifier.verify(&signer.sign(&live).unwrap()).unwrap(), live);
+        assert!(verifier.verify(&old.sign(&live).unwrap()).is_ok());
+        let stranger = EntryTokenSigner::generate();
+        for refused in [
+            stranger.sign(&live).unwrap(),
+            signer
+                .sign(&EntryClaims {
+                    aud: "other".into(),
+                    ..live.clone()
+                })
+                .unwrap(),
+            signer
+                .sign(&EntryClaims {
+                    iss: "someone".into(),
+                    ..live.clone()
+                })
+                .unwrap(),
+            signer
+                .sign(&EntryClaims {
+                    exp: 1_000,
+                    ..live.clone()
+                })
+                .unwrap(),
+            signer
+                .sign(&EntryClaims {
+                    nbf: 4_000_000_000,
+                    ..live.clone()
+                })
+                .unwrap(),
+            "garbage".into(),
+        ] {
+            assert!(verifier.verify(&refused).is_err(), "{refused}");
+        }
     }
 
     #[test]
