@@ -37,6 +37,8 @@ pub struct Metrics {
     /// Open SSE streams.
     pub connections: AtomicI64,
     pub joins: AtomicU64,
+    /// Requests the gate let through (refusals count as errors by code).
+    pub gate_passes: AtomicU64,
     /// Admissions made (dispatcher) or delivered to local streams (broker).
     pub admissions: AtomicU64,
     pub expirations: AtomicU64,
@@ -87,6 +89,12 @@ impl Metrics {
             "counter",
             "Joins answered.",
             get(&self.joins),
+        );
+        metric(
+            "usher_gate_passes_total",
+            "counter",
+            "Requests the gate let through to the shop.",
+            get(&self.gate_passes),
         );
         metric(
             "usher_admissions_total",

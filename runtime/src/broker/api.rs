@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/", get(move || async move { page }))
         .route("/v1/rooms/{room}", get(room_stats))
         .route("/v1/rooms/{room}/queue", post(join))
+        .route("/v1/rooms/{room}/gate", any(super::gate::check))
         .route("/v1/rooms/{room}/sessions/{sid}", get(status).delete(leave))
         .route("/v1/rooms/{room}/sessions/{sid}/events", get(events))
         .route("/v1/rooms/{room}/sessions/{sid}/complete", post(complete))
@@ -332,7 +333,7 @@ async fn join(
 }
 
 /// The room of the path, checked to be the one this broker serves.
-struct ServedRoom(String);
+pub(super) struct ServedRoom(String);
 
 impl axum::extract::FromRequestParts<Arc<Broker>> for ServedRoom {
     type Rejection = ApiError;

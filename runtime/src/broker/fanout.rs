@@ -6,7 +6,7 @@
 //! admitted or closed; a timer broadcasts positions. A broadcast costs no
 //! store call at all: positions come from the local line.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -71,7 +71,15 @@ struct State {
     config: Option<RoomConfig>,
     /// Admission instants of the last minute, for the ETA.
     recent_admissions: VecDeque<Millis>,
+    /// Sessions that ended, as the gate must know them: refused however
+    /// valid their entry token. With when this broker learnt it, to forget
+    /// them once no token of theirs can be valid any more.
+    ended: HashSet<String>,
+    ended_order: VecDeque<(Millis, String)>,
 }
+
+/// How long an ended session is remembered when the rules are not known.
+const ENDED_RETENTION_MS: Millis = 3_600_000;
 
 pub struct Fanout {
     state: Mutex<State>,
@@ -105,6 +113,27 @@ const ETA_WINDOW_MS: Millis = 60_000;
 pub const MAX_STREAMS_PER_SESSION: usize = 4;
 
 impl State {
+    fn remember_ended(&mut self, sid: &str, now: Millis) {
+        if self.ended.insert(sid.to_owned()) {
+            self.ended_order.push_back((now, sid.to_owned()));
+        }
+    }
+
+    /// Forgets sessions that ended longer ago than any of their entry
+    /// tokens could live (a session's token lives at most its duration).
+    fn forget_old_ended(&mut self, now: Millis) {
+        let retention = self.config.as_ref().map_or(ENDED_RETENTION_MS, |c| {
+            c.session_duration_ms.max(ENDED_RETENTION_MS)
+        });
+        while let Some((at, _)) = self.ended_order.front()
+            && *at < now - retention
+        {
+            if let Some((_, sid)) = self.ended_order.pop_front() {
+                self.ended.remove(&sid);
+            }
+        }
+    }
+
     /// Admissions per second to estimate waits with: the observed rate (the
     /// rules' nominal rate until a few admissions were seen); `None` while
     /// the room admits nobody. Computed once per broadcast, not per visitor.
@@ -156,6 +185,12 @@ impl Fanout {
 
     pub fn is_synced(&self) -> bool {
         self.lock().synced
+    }
+
+    /// Whether `sid` ended (completed, revoked, expired, left): its entry
+    /// token no longer opens the gate.
+    pub fn has_ended(&self, sid: &str) -> bool {
+        self.lock().ended.contains(sid)
     }
 
     /// The local line may have missed changes: not synced until reloaded.
@@ -272,8 +307,12 @@ impl Fanout {
     /// Loads the line from a snapshot and returns the subscribers to re-read
     /// from the store: changes before the snapshot were not seen, so any
     /// session not known to be waiting in it may have moved on.
-    pub fn load(&self, snapshot: &LineSnapshot) -> Vec<String> {
+    pub fn load(&self, snapshot: &LineSnapshot, now: Millis) -> Vec<String> {
         let mut state = self.lock();
+        for sid in &snapshot.closed {
+            state.remember_ended(sid, now);
+        }
+        state.forget_old_ended(now);
         let tickets: HashMap<&str, u64> = snapshot
             .waiting
             .iter()
@@ -336,6 +375,7 @@ impl Fanout {
                     }
                 }
                 Change::Ended { sid, reason } => {
+                    state.remember_ended(sid, now);
                     if state.subscribers.contains_key(sid) {
                         notices.push(Notice::Closed {
                             sid: sid.clone(),
@@ -353,6 +393,7 @@ impl Fanout {
         {
             state.recent_admissions.pop_front();
         }
+        state.forget_old_ended(now);
         state.version += 1;
         self.metrics.waiting.store(state.line.len(), Relaxed);
         notices

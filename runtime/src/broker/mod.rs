@@ -7,6 +7,7 @@ pub use self::api::valid_room_id;
 mod error;
 mod events;
 mod fanout;
+mod gate;
 mod health;
 mod http;
 mod line;
@@ -62,6 +63,7 @@ pub struct Broker {
     session_tokens: SessionTokens,
     users: UserAuth,
     fanout: Arc<Fanout>,
+    gate: gate::Gate,
     metrics: Arc<Metrics>,
     settings: BrokerSettings,
     /// Ticks for keep-alive comments, shared by every stream.
@@ -83,6 +85,7 @@ impl Broker {
         supervisor: &Supervisor,
     ) -> Arc<Self> {
         let session_tokens = SessionTokens::new(signer.mac_keys("session-token"));
+        let gate = gate::Gate::new(signer.verifier(&room, &settings.issuer));
         Arc::new(Broker {
             room,
             store: Arc::clone(rules.store()),
@@ -91,6 +94,7 @@ impl Broker {
             session_tokens,
             users,
             fanout: Fanout::new(Arc::clone(&metrics)),
+            gate,
             metrics,
             settings,
             beats: watch::Sender::new(0),

@@ -125,7 +125,7 @@ async fn follow_from_snapshot(broker: &Arc<Broker>) -> crate::queue::Result<()> 
     broker.fanout.set_config(broker.rules.ensure().await?);
     let snapshot = broker.store.snapshot().await?;
     broker.metrics.line_resyncs.fetch_add(1, Relaxed);
-    for sid in broker.fanout.load(&snapshot) {
+    for sid in broker.fanout.load(&snapshot, now_ms()) {
         broker.refresh(&sid).await;
     }
     let (mut cursor, mut seq) = (snapshot.cursor, snapshot.seq);

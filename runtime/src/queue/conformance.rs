@@ -200,6 +200,25 @@ async fn lost_rules_are_restored_but_not_those_of_a_purged_room(store: &dyn Stor
     assert_eq!(store.config().await.unwrap(), Some(again));
 }
 
+async fn closed_sessions_are_remembered_while_their_tokens_could_live(store: &dyn Store) {
+    let hours = |h: i64| h * 60 * MIN;
+    configured(
+        store,
+        RoomConfig {
+            session_duration_ms: hours(3),
+            ..config()
+        },
+    )
+    .await;
+    join(store, "a", T0).await;
+    store.tick(T0, 0).await.unwrap();
+    store.complete("sid-a", T0 + 1).await.unwrap();
+    store.tick(T0 + hours(2), 0).await.unwrap();
+    assert_eq!(store.snapshot().await.unwrap().closed, ["sid-a"]);
+    store.tick(T0 + 1 + hours(3), 0).await.unwrap();
+    assert!(store.snapshot().await.unwrap().closed.is_empty());
+}
+
 /// A room of capacity 1 where `a` was admitted at T0 and `b` waits.
 async fn one_active_one_waiting(store: &dyn Store) {
     configured(
@@ -222,6 +241,10 @@ async fn completing_frees_the_slot_at_once(store: &dyn Store) {
         done.session.state,
         SessionState::Closed(CloseReason::Completed)
     );
+    // A reader loading the line learns the session is over.
+    let snapshot = store.snapshot().await.unwrap();
+    assert_eq!(snapshot.closed, ["sid-a"]);
+    assert_eq!(snapshot.waiting.len(), 1);
     // Completing again is harmless; completing a waiting session is refused.
     store.complete("sid-a", T0 + 2).await.unwrap();
     assert_eq!(
@@ -716,6 +739,7 @@ conformance!(
     absent_users_are_dropped_from_the_line,
     nobody_is_dropped_as_absent_right_after_presence_lapsed,
     lost_rules_are_restored_but_not_those_of_a_purged_room,
+    closed_sessions_are_remembered_while_their_tokens_could_live,
     the_change_stream_tells_every_change_in_order,
     a_blocked_reader_wakes_on_a_change,
     users_with_odd_names_are_kept_intact,

@@ -227,7 +227,9 @@ impl Room {
         let forget: Vec<_> = self
             .closed
             .iter()
-            .take_while(|(at, _)| *at <= now - CLOSED_RECORD_RETENTION_MS)
+            .take_while(|(at, _)| {
+                *at <= now - CLOSED_RECORD_RETENTION_MS.max(config.session_duration_ms)
+            })
             .take(TICK_BATCH)
             .cloned()
             .collect();
@@ -451,6 +453,7 @@ impl Store for MemoryStore {
             cursor: r.change_seq.to_string(),
             seq: r.change_seq,
             waiting: r.waiting.iter().map(|(t, s)| (s.clone(), *t)).collect(),
+            closed: r.closed.iter().map(|(_, sid)| sid.clone()).collect(),
         }))
     }
 

@@ -257,6 +257,9 @@ pub struct LineSnapshot {
     pub seq: u64,
     /// Every waiting session as (session id, ticket), in ticket order.
     pub waiting: Vec<(String, u64)>,
+    /// Sessions closed lately (kept as long as an entry token of theirs
+    /// could still be valid): the gate refuses their tokens.
+    pub closed: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

@@ -395,14 +395,20 @@ impl Store for RedisStore {
 
     async fn snapshot(&self) -> Result<LineSnapshot> {
         let reply = self.run(&self.scripts.snapshot, &[]).await?;
-        let mut waiting = Vec::with_capacity(reply.len().saturating_sub(2) / 2);
-        for i in (2..reply.len()).step_by(2) {
+        let closed_count: usize = field(&reply, 2)?;
+        let closed = (3..3 + closed_count)
+            .map(|i| field(&reply, i))
+            .collect::<Result<Vec<String>>>()?;
+        let first_waiting = 3 + closed_count;
+        let mut waiting = Vec::with_capacity(reply.len().saturating_sub(first_waiting) / 2);
+        for i in (first_waiting..reply.len()).step_by(2) {
             waiting.push((field(&reply, i)?, field(&reply, i + 1)?));
         }
         Ok(LineSnapshot {
             cursor: field(&reply, 0)?,
             seq: field(&reply, 1)?,
             waiting,
+            closed,
         })
     }
 

@@ -29,7 +29,8 @@ for _, sid in ipairs(gone) do
 end
 
 -- Closed sessions are remembered for a while, then forgotten.
-local old = redis.call('ZRANGEBYSCORE', K_CLOSED, '-inf', now - CLOSED_RETENTION_MS, 'LIMIT', 0, BATCH)
+-- Kept at least as long as an entry token of theirs could still be valid.
+local old = redis.call('ZRANGEBYSCORE', K_CLOSED, '-inf', now - math.max(CLOSED_RETENTION_MS, cfg.session_ms), 'LIMIT', 0, BATCH)
 for _, sid in ipairs(old) do
   redis.call('HDEL', K_SESSIONS, sid)
   redis.call('ZREM', K_CLOSED, sid)

@@ -1,0 +1,169 @@
+//! The gate at the shop's door: a forward-auth endpoint for the shop's
+//! ingress (NGINX `auth_request`, ingress-nginx `auth-url`, Traefik
+//! `forwardAuth`, Envoy `ext_authz`). It lets a request through when it
+//! carries a valid entry token of this room whose session has not ended,
+//! and names the visitor for the upstream. The check is local: a token is
+//! verified by signature once and then remembered, and sessions that ended
+//! (completed, revoked, expired, left) are known from the room's change
+//! stream, so no request costs a Redis call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::Broker;
+use super::error::ApiError;
+use crate::auth;
+use crate::clock::{now_ms, rfc3339};
+use crate::tokens::{EntryClaims, EntryTokenVerifier};
+
+/// The cookie, on the shop's host, that carries the entry token.
+pub const ENTRY_COOKIE: &str = "usher_entry";
+/// Headers that name the visitor to the shop.
+const USER_HEADER: HeaderName = HeaderName::from_static("x-usher-user");
+const SESSION_HEADER: HeaderName = HeaderName::from_static("x-usher-session");
+const EXPIRES_HEADER: HeaderName = HeaderName::from_static("x-usher-expires-at");
+/// The most verified tokens remembered; past it the memory starts over.
+const MAX_REMEMBERED: usize = 100_000;
+
+/// Verifies entry tokens, remembering those it verified.
+pub struct Gate {
+    verifier: EntryTokenVerifier,
+    verified: Mutex<HashMap<String, Arc<EntryClaims>>>,
+}
+
+fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+impl Gate {
+    pub fn new(verifier: EntryTokenVerifier) -> Self {
+        Gate {
+            verifier,
+            verified: Mutex::default(),
+        }
+    }
+
+    /// The claims of a token whose signature, room and issuer are good.
+    /// Times are checked by the caller on every use.
+    fn claims(&self, token: &str) -> Result<Arc<EntryClaims>, ApiError> {
+        let remembered = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        if let Some(claims) = remembered {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verifier.verify(token).map_err(|e| {
+            refused(
+                "invalid_entry_token",
+                format!("the entry token is not valid here: {e}"),
+            )
+        })?);
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= MAX_REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), Arc::clone(&claims));
+        Ok(claims)
+    }
+}
+
+impl Broker {
+    /// Whether a request carrying these headers may enter the shop.
+    fn admit_at_gate(&self, headers: &HeaderMap) -> Result<Arc<EntryClaims>, ApiError> {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let token = auth::cookie(text(header::COOKIE), ENTRY_COOKIE)
+            .or_else(|| auth::bearer(text(header::AUTHORIZATION)))
+            .ok_or_else(|| {
+                refused(
+                    "missing_entry_token",
+                    format!("an entry token is required (cookie {ENTRY_COOKIE} or Authorization: Bearer)"),
+                )
+            })?;
+        let claims = self.gate.claims(token)?;
+        if claims.exp * 1000 <= now_ms() {
+            return Err(refused(
+                "entry_token_expired",
+                "the entry token has expired",
+            ));
+        }
+        if self.fanout.has_ended(&claims.sid) {
+            return Err(refused(
+                "session_ended",
+                "the session of this entry token has ended",
+            ));
+        }
+        Ok(claims)
+    }
+}
+
+/// `/v1/rooms/{room}/gate`, any method: 200 with the visitor named in
+/// `x-usher-user`, `x-usher-session` and `x-usher-expires-at`, or 401 with
+/// a JSON reason (the proxy then sends the visitor to the waiting page).
+pub(super) async fn check(
+    State(broker): State<Arc<Broker>>,
+    _: super::api::ServedRoom,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let claims = broker.admit_at_gate(&headers)?;
+    broker
+        .metrics
+        .gate_passes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let expires_at = rfc3339(claims.exp * 1000);
+    let mut response = (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({
+            "user": claims.sub,
+            "session": claims.sid,
+            "expiresAt": expires_at,
+        })),
+    )
+        .into_response();
+    let out = response.headers_mut();
+    for (name, value) in [
+        (USER_HEADER, header_safe(&claims.sub)),
+        (SESSION_HEADER, claims.sid.clone()),
+        (EXPIRES_HEADER, expires_at),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            out.insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+/// `text` with every byte outside printable ASCII percent-encoded, so any
+/// user id (a platform's `sub` may hold anything) fits in a header.
+fn header_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_graphic() && byte != b'%' || byte == b' ' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_fit_in_headers() {
+        assert_eq!(header_safe("anon:AbC-_1"), "anon:AbC-_1");
+        assert_eq!(header_safe("a\r\nb%ü"), "a%0D%0Ab%25%C3%BC");
+    }
+}
