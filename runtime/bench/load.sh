@@ -18,34 +18,7 @@ SESSION=${SESSION:-1h}          # session duration
 COMPLETE_AFTER=${COMPLETE_AFTER:-300}  # ms after admission a client completes
 POSITION_INTERVAL=${POSITION_INTERVAL:-1s}
 
-ulimit -n "$(ulimit -Hn)"
-cargo build --release --quiet --bin usher --bin usher-load
-bin=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-redis_port=$(free_port); broker_port=$(free_port); dispatcher_port=$(free_port)
-broker_metrics_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
-pids+=($!)
-"$bin/usher" keygen >"$work/entry.pem"
-export USHER_ROOM=bench USHER_REDIS_URL="redis://127.0.0.1:$redis_port/" USHER_LOG=warn \
-  USHER_CAPACITY="$CAPACITY" USHER_SESSION_DURATION="$SESSION" USHER_TOKEN_KEY="$work/entry.pem" \
-  USHER_POSITION_INTERVAL="$POSITION_INTERVAL" USHER_ABANDON_TIMEOUT=10m
-until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
-USHER_LISTEN="127.0.0.1:$broker_port" USHER_METRICS_LISTEN="127.0.0.1:$broker_metrics_port" \
-  "$bin/usher" broker &
-broker_pid=$!; pids+=("$broker_pid")
-USHER_LISTEN="127.0.0.1:$dispatcher_port" "$bin/usher" dispatcher &
-pids+=($!)
-until curl -sf "http://127.0.0.1:$broker_port/readyz" >/dev/null; do sleep 0.05; done
+source runtime/bench/room.sh
 
 "$bin/usher-load" --target "http://127.0.0.1:$broker_port" --room bench \
   --metrics "http://127.0.0.1:$broker_metrics_port" \
