@@ -347,20 +347,7 @@ async fn ensure_child<K: Child>(
 /// (if this process saw it) as the retired key; the brokers roll to it.
 async fn token_key(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Secret> {
     let name = secret::secret_name(room);
-    let existing = match ctx
-        .caches
-        .secrets
-        .get(&ObjectRef::new(&name).within(namespace))
-    {
-        Some(cached) => Some(Secret::clone(&cached)),
-        // The cache may lag behind a Secret created a moment ago.
-        None => {
-            Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-                .get_opt(&name)
-                .await?
-        }
-    };
-    if let Some(existing) = existing {
+    if let Some(existing) = find_secret(ctx, namespace, &name).await? {
         ctx.memory(room, |m| m.last_key = secret::key(&existing));
         return Ok(existing);
     }
@@ -373,6 +360,44 @@ async fn token_key(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result
     let note = format!("created the entry-token key Secret {name}");
     ctx.event(room, EventType::Normal, "KeyCreated", note).await;
     Ok(created)
+}
+
+/// The Secret `name`, from the watch cache or, as the cache may lag behind
+/// a Secret created a moment ago, from the API.
+async fn find_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Secret>> {
+    if let Some(cached) = ctx
+        .caches
+        .secrets
+        .get(&ObjectRef::new(name).within(namespace))
+    {
+        return Ok(Some(Secret::clone(&cached)));
+    }
+    Ok(Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await?)
+}
+
+/// The room's checkout-credential Secret: created once with a random
+/// credential, never replaced (the shop's checkout service holds it).
+async fn checkout_key(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<()> {
+    let name = secret::checkout_secret_name(room);
+    if find_secret(ctx, namespace, &name).await?.is_some() {
+        return Ok(());
+    }
+    let credential = format!(
+        "{}{}",
+        usher_runtime::auth::random_id(),
+        usher_runtime::auth::random_id()
+    );
+    Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .create(
+            &PostParams::default(),
+            &secret::build_checkout(room, credential),
+        )
+        .await?;
+    let note = format!("created the checkout-credential Secret {name}");
+    ctx.event(room, EventType::Normal, "KeyCreated", note).await;
+    Ok(())
 }
 
 /// What Redis says of the room, bounded in time.
@@ -426,6 +451,7 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
         return Ok(Action::await_change());
     }
     let key = token_key(room, ctx, namespace).await?;
+    checkout_key(room, ctx, namespace).await?;
     let redis = observe_redis(room, ctx, namespace).await;
     let previous = room.status.clone().unwrap_or_default();
     let previous_desired = previous
@@ -508,6 +534,7 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
     let base = WaitingRoomStatus {
         event_id: Some(event_id),
         endpoint: Some(broker::endpoint(room)),
+        gate_url: Some(broker::gate_url(room)),
         config_hash: Some(config_hash),
         config_revision: Some(config_revision),
         ..WaitingRoomStatus::default()

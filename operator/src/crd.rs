@@ -81,6 +81,31 @@ pub struct WaitingRoomSpec {
     pub broker: BrokerSpec,
     #[serde(default)]
     pub dispatcher: DispatcherSpec,
+    /// The gate at the shop's door, and the way back to the shop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSpec>,
+}
+
+/// How admitted visitors return to the shop.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateSpec {
+    /// Origins (`https://shop.example`) the waiting page may send visitors
+    /// back to, besides paths on its own host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(pattern(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$"))
+    )]
+    pub return_origins: Vec<String>,
+    /// A parent domain (`shop.example`) for the entry cookie, when the
+    /// waiting room and the shop are on different hosts under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
+    )]
+    pub cookie_domain: Option<String>,
 }
 
 /// An RFC 3339 instant as the runtime reads it: UTC (`Z` or `+00:00`), in
@@ -221,6 +246,9 @@ pub struct WaitingRoomStatus {
     /// The room's URL inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The forward-auth URL for the shop's ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Digest of the runtime configuration the pods run with.

@@ -104,6 +104,11 @@ fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
                     retired_path(key_file).display().to_string(),
                 );
             }
+            assert!(env.contains_key("USHER_CHECKOUT_KEY"));
+            env.insert(
+                "USHER_CHECKOUT_KEY".into(),
+                checkout_path(key_file).display().to_string(),
+            );
             env.insert("USHER_BROKER_ID".into(), "e2e-broker".into());
             env.insert(
                 "USHER_METRICS_LISTEN".into(),
@@ -285,6 +290,7 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
         "service/concert-broker",
         "poddisruptionbudget/concert-broker",
         "secret/concert-token-key",
+        "secret/concert-checkout-key",
     ] {
         let object = eventually(Duration::from_secs(60), child, || {
             cluster
@@ -313,6 +319,11 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     // Play the kubelet for the runtime pods, with the key from the Secret.
     let key_file = std::env::temp_dir().join(format!("usher-e2e-key-{}.pem", std::process::id()));
     write_key(&cluster.get(NS, "secret/concert-token-key"), &key_file);
+    write_secret_field(
+        &cluster.get(NS, "secret/concert-checkout-key"),
+        "key",
+        &checkout_path(&key_file),
+    );
     let pods = start_runtime(&cluster, &key_file);
 
     // 1,000 visitors join; some stream.
@@ -350,6 +361,10 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     assert!(
         table.contains("WAITING") && table.contains(" 950 ") && table.contains(" 50 "),
         "{table}"
+    );
+    assert_eq!(
+        status(&cluster)["gateUrl"],
+        format!("http://{ROOM}-broker.{NS}.svc:8080/v1/rooms/{ROOM}/gate")
     );
 
     // Brokers follow demand: 950 waiting + 20 connected at 200 each.
@@ -477,6 +492,7 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
         },
     );
     let _ = std::fs::remove_file(retired_path(&key_file));
+    let _ = std::fs::remove_file(checkout_path(&key_file));
     let _ = std::fs::remove_file(key_file);
 }
 
@@ -485,31 +501,37 @@ fn retired_path(key_file: &std::path::Path) -> std::path::PathBuf {
     key_file.with_extension("retired.pem")
 }
 
+/// Where the harness puts the checkout credential of `key_file`'s room.
+fn checkout_path(key_file: &std::path::Path) -> std::path::PathBuf {
+    key_file.with_extension("checkout")
+}
+
 /// Writes the keys of `secret` where the broker process reads them (the
 /// kubelet would mount them).
 fn write_key(secret: &Value, key_file: &std::path::Path) {
+    write_secret_field(secret, "entry.pem", key_file);
+    write_secret_field(secret, "retired.pem", &retired_path(key_file));
+}
+
+/// Writes `field` of `secret`, if it has it, to `path`.
+fn write_secret_field(secret: &Value, field: &str, path: &std::path::Path) {
     use std::io::Write as _;
-    for (field, path) in [
-        ("entry.pem", key_file.to_path_buf()),
-        ("retired.pem", retired_path(key_file)),
-    ] {
-        let Some(encoded) = secret["data"][field].as_str() else {
-            continue;
-        };
-        let mut decode = Command::new("base64")
-            .arg("-d")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        decode
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(encoded.as_bytes())
-            .unwrap();
-        std::fs::write(path, decode.wait_with_output().unwrap().stdout).unwrap();
-    }
+    let Some(encoded) = secret["data"][field].as_str() else {
+        return;
+    };
+    let mut decode = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    decode
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(encoded.as_bytes())
+        .unwrap();
+    std::fs::write(path, decode.wait_with_output().unwrap().stdout).unwrap();
 }
 
 /// Runs a store call from a synchronous polling closure.

@@ -10,7 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::{RuntimeDeployment, annotations, resources};
-use super::secret::{KEY_FILE, MOUNT_PATH, RETIRED_FILE, secret_name};
+use super::secret::{
+    CHECKOUT_FILE, CHECKOUT_MOUNT_PATH, KEY_FILE, MOUNT_PATH, RETIRED_FILE, checkout_secret_name,
+    secret_name,
+};
 use super::{BROKER, Inputs, METRICS_PORT, child_meta, child_name, env, selector};
 use crate::crd::WaitingRoom;
 
@@ -19,6 +22,54 @@ use crate::crd::WaitingRoom;
 pub const PORT: i32 = 8080;
 /// Pod annotation carrying the entry-token key digest.
 pub const KEY_DIGEST_ANNOTATION: &str = "usher.dev/token-key-digest";
+
+/// A Secret mounted read-only at `path`.
+fn secret_volume(name: &str, secret: String, path: &str) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    (volume, mount)
+}
+
+/// Where admitted visitors may be sent back to, and the entry cookie's domain.
+fn gate_env(room: &WaitingRoom) -> Vec<EnvVar> {
+    let Some(gate) = &room.spec.gate else {
+        return Vec::new();
+    };
+    let mut env = Vec::new();
+    if !gate.return_origins.is_empty() {
+        env.push(EnvVar {
+            name: "USHER_RETURN_ORIGINS".into(),
+            value: Some(gate.return_origins.join(",")),
+            value_from: None,
+        });
+    }
+    if let Some(domain) = &gate.cookie_domain {
+        env.push(EnvVar {
+            name: "USHER_COOKIE_DOMAIN".into(),
+            value: Some(domain.clone()),
+            value_from: None,
+        });
+    }
+    env
+}
+
+/// The forward-auth URL of the room for the shop's ingress.
+pub fn gate_url(room: &WaitingRoom) -> String {
+    format!("{}/gate", endpoint(room))
+}
 
 pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
     let mut env = env::role_env(room, inputs.config_revision, PORT);
@@ -46,21 +97,12 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
             ..EnvVarSource::default()
         }),
     });
-    let key_volume = Volume {
-        name: "token-key".into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret_name(room)),
-            default_mode: Some(0o440),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
-    };
-    let key_mount = VolumeMount {
-        name: "token-key".into(),
-        mount_path: MOUNT_PATH.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    };
+    env.push(EnvVar {
+        name: "USHER_CHECKOUT_KEY".into(),
+        value: Some(format!("{CHECKOUT_MOUNT_PATH}/{CHECKOUT_FILE}")),
+        value_from: None,
+    });
+    env.extend(gate_env(room));
     RuntimeDeployment {
         role: BROKER,
         replicas: inputs.broker_replicas,
@@ -75,7 +117,14 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
             .resources
             .clone()
             .unwrap_or_else(|| resources(("500m", "256Mi"), ("2", "1Gi"))),
-        volumes: vec![(key_volume, key_mount)],
+        volumes: vec![
+            secret_volume("token-key", secret_name(room), MOUNT_PATH),
+            secret_volume(
+                "checkout-key",
+                checkout_secret_name(room),
+                CHECKOUT_MOUNT_PATH,
+            ),
+        ],
         annotations: annotations(
             env::config_hash(room),
             &[(KEY_DIGEST_ANNOTATION, inputs.token_key_digest.clone())],
@@ -134,6 +183,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_gate_settings_reach_the_brokers() {
+        let mut room = basic();
+        room.spec.gate = Some(crate::crd::GateSpec {
+            return_origins: vec![
+                "https://shop.example".into(),
+                "https://m.shop.example".into(),
+            ],
+            cookie_domain: Some("shop.example".into()),
+        });
+        let deployment = deployment(&room, &inputs());
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        let get = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(
+            get("USHER_RETURN_ORIGINS").as_deref(),
+            Some("https://shop.example,https://m.shop.example")
+        );
+        assert_eq!(get("USHER_COOKIE_DOMAIN").as_deref(), Some("shop.example"));
+        assert_eq!(
+            gate_url(&room),
+            "http://concert-broker.tickets.svc:8080/v1/rooms/concert/gate"
+        );
+    }
+
+    #[test]
     fn the_broker_deployment_runs_the_broker_with_its_key_and_probes() {
         let room = basic();
         let deployment = deployment(&room, &inputs());
@@ -172,15 +250,19 @@ mod tests {
         assert_eq!(readiness.path.as_deref(), Some("/readyz"));
         // The probes ask the visitors' port: that is the one that must answer.
         assert_eq!(readiness.port, IntOrString::String("http".into()));
+        let secrets: Vec<_> = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|v| v.secret.as_ref().unwrap().secret_name.as_deref().unwrap())
+            .collect();
+        assert_eq!(secrets, ["concert-token-key", "concert-checkout-key"]);
         assert_eq!(
-            pod.volumes.as_ref().unwrap()[0]
-                .secret
-                .as_ref()
-                .unwrap()
-                .secret_name
-                .as_deref(),
-            Some("concert-token-key")
+            get("USHER_CHECKOUT_KEY").as_deref(),
+            Some("/etc/usher/checkout/key")
         );
+        assert_eq!(get("USHER_RETURN_ORIGINS"), None);
         assert_eq!(
             pod.security_context.as_ref().unwrap().run_as_non_root,
             Some(true)

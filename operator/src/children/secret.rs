@@ -22,6 +22,31 @@ pub fn secret_name(room: &WaitingRoom) -> String {
     super::child_name(room, "token-key")
 }
 
+/// The file of the checkout credential inside its Secret.
+pub const CHECKOUT_FILE: &str = "key";
+/// Where brokers find the checkout credential.
+pub const CHECKOUT_MOUNT_PATH: &str = "/etc/usher/checkout";
+
+/// The Secret holding the room's checkout credential, which the shop's
+/// checkout service mounts to call the checkout API. Apart from the
+/// token key: the shop must not hold the key that signs entry tokens.
+pub fn checkout_secret_name(room: &WaitingRoom) -> String {
+    super::child_name(room, "checkout-key")
+}
+
+/// A new checkout-credential Secret holding `credential`.
+pub fn build_checkout(room: &WaitingRoom, credential: String) -> Secret {
+    Secret {
+        metadata: child_meta(room, checkout_secret_name(room), "checkout-key"),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            CHECKOUT_FILE.to_owned(),
+            ByteString(credential.into_bytes()),
+        )])),
+        ..Secret::default()
+    }
+}
+
 /// A new Secret with a fresh Ed25519 key (PKCS#8 PEM), and the key it
 /// replaces if there was one.
 pub fn build(room: &WaitingRoom, pem: String, retired: Option<Vec<u8>>) -> Secret {
