@@ -4,6 +4,8 @@
 
 mod api;
 pub use self::api::valid_room_id;
+mod checkout;
+pub use self::checkout::{CheckoutKey, CheckoutKeyError};
 mod error;
 mod events;
 mod fanout;
@@ -43,6 +45,8 @@ pub struct BrokerSettings {
     pub broker_id: String,
     /// `iss` of entry tokens.
     pub issuer: String,
+    /// Authorizes the shop's checkout API; `None` turns the API off.
+    pub checkout_key: Option<CheckoutKey>,
 }
 
 impl BrokerSettings {
