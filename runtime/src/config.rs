@@ -173,6 +173,11 @@ pub struct BrokerArgs {
     /// Names this broker in load reports; defaults to the host (pod) name.
     #[arg(long, env = "USHER_BROKER_ID")]
     pub broker_id: Option<String>,
+    /// File holding the room's checkout key (at least 32 printable bytes),
+    /// which the shop sends to complete or revoke sessions; unset turns the
+    /// checkout API off.
+    #[arg(long, env = "USHER_CHECKOUT_KEY")]
+    pub checkout_key: Option<String>,
 }
 
 #[derive(Args, Debug)]

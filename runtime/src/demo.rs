@@ -50,6 +50,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         abandon_timeout: ABANDON_TIMEOUT,
         broker_id: "demo".into(),
         issuer: "usher-demo".into(),
+        checkout_key: None,
     };
     let broker = Broker::new(
         DEMO_ROOM.into(),

@@ -8,7 +8,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::auth::{JwtSettings, UserAuth};
-use crate::broker::{Broker, BrokerSettings};
+use crate::broker::{Broker, BrokerSettings, CheckoutKey};
 use crate::config::{BrokerArgs, DispatcherArgs, StoreArgs, UserAuthArgs};
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
@@ -110,6 +110,11 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         signer.retire(&EntryTokenSigner::from_file(path)?);
     }
     let signer = Arc::new(signer);
+    let checkout_key = args
+        .checkout_key
+        .as_deref()
+        .map(CheckoutKey::from_file)
+        .transpose()?;
     let users = user_auth(&args.users, &signer)?;
     let rules = room_rules(&args.store, config)?;
     let supervisor = Supervisor::with_signals();
@@ -123,6 +128,7 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         abandon_timeout: args.room.abandon_timeout,
         broker_id,
         issuer: args.streams.token_issuer,
+        checkout_key,
     };
     let metrics = Arc::new(Metrics::default());
     let visitors = listen(args.listen)?;

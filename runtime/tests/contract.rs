@@ -12,16 +12,6 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use usher_runtime::auth::SessionTokens;
 
-async fn error_of(response: reqwest::Response) -> (StatusCode, String) {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    (status, body["code"].as_str().unwrap().to_owned())
-}
-
 #[tokio::test]
 async fn a_user_joins_streams_is_admitted_and_completes() {
     let room = Room::new(&[

@@ -35,6 +35,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/rooms/{room}/sessions/{sid}", get(status).delete(leave))
         .route("/v1/rooms/{room}/sessions/{sid}/events", get(events))
         .route("/v1/rooms/{room}/sessions/{sid}/complete", post(complete))
+        // The shop's checkout, server to server.
+        .merge(super::checkout::routes(&broker))
         .route("/.well-known/jwks.json", get(jwks))
         .route(
             "/healthz",
@@ -75,6 +77,15 @@ pub fn valid_room_id(room: &str) -> bool {
         && !room.ends_with('-')
 }
 
+/// Session ids are up to 64 URL-safe characters.
+pub(super) fn valid_session_id(sid: &str) -> bool {
+    !sid.is_empty()
+        && sid.len() <= 64
+        && sid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl Broker {
     fn check_room(&self, room: &str) -> Result<(), ApiError> {
         if !valid_room_id(room) {
@@ -102,12 +113,7 @@ impl Broker {
         tokens: &[&str],
     ) -> Result<(), ApiError> {
         self.check_room(room)?;
-        let well_formed = !sid.is_empty()
-            && sid.len() <= 64
-            && sid
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !well_formed {
+        if !valid_session_id(sid) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_session_id",
@@ -127,7 +133,7 @@ impl Broker {
             .into())
     }
 
-    fn session_body(&self, view: &SessionView, token: Option<String>) -> SessionBody {
+    pub(super) fn session_body(&self, view: &SessionView, token: Option<String>) -> SessionBody {
         let session = &view.session;
         let mut body = SessionBody {
             session_id: session.id.clone(),
@@ -180,7 +186,7 @@ impl Broker {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct SessionBody {
+pub(super) struct SessionBody {
     session_id: String,
     ticket: u64,
     /// waiting, admitted or closed.
@@ -220,22 +226,28 @@ fn session_tokens<'a>(query: &'a TokenQuery, headers: &'a HeaderMap) -> Vec<&'a 
     )
 }
 
-fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+pub(super) fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// A join's body is empty or JSON. A declared type other than JSON is
-/// refused even with an empty body: browsers send one with every
-/// cross-site form, and a form must not be able to take a place in line.
-fn check_join_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-    let declared_json = header_text(headers, header::CONTENT_TYPE).map(|value| {
+/// Whether the request declares a JSON body (`application/json` or
+/// `application/*+json`); `None` when it declares no type at all.
+pub(super) fn declares_json(headers: &HeaderMap) -> Option<bool> {
+    header_text(headers, header::CONTENT_TYPE).map(|value| {
         let essence = value.split(';').next().unwrap_or_default().trim();
         essence.eq_ignore_ascii_case("application/json")
             || essence.rsplit_once('+').is_some_and(|(kind, suffix)| {
                 kind.to_ascii_lowercase().starts_with("application/")
                     && suffix.eq_ignore_ascii_case("json")
             })
-    });
+    })
+}
+
+/// A join's body is empty or JSON. A declared type other than JSON is
+/// refused even with an empty body: browsers send one with every
+/// cross-site form, and a form must not be able to take a place in line.
+fn check_join_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let declared_json = declares_json(headers);
     let empty = body.iter().all(u8::is_ascii_whitespace);
     match declared_json {
         Some(true) => {}

@@ -4,6 +4,8 @@
 
 mod api;
 pub use self::api::valid_room_id;
+mod checkout;
+pub use self::checkout::{CheckoutKey, CheckoutKeyError};
 mod error;
 mod events;
 mod fanout;
@@ -29,7 +31,7 @@ use crate::metrics::{EventKind, Metrics};
 use crate::queue::{Millis, QueueError, SessionState, SessionView, Store};
 use crate::rules::RoomRules;
 use crate::supervisor::Supervisor;
-use crate::tokens::{EntryClaims, EntryTokenSigner, TokenError};
+use crate::tokens::{EntryClaims, EntryTokenSigner, TokenError, TokenTimes};
 
 /// Tunables of a broker.
 #[derive(Clone, Debug)]
@@ -44,6 +46,8 @@ pub struct BrokerSettings {
     pub broker_id: String,
     /// `iss` of entry tokens.
     pub issuer: String,
+    /// Authorizes the shop's checkout API; `None` turns the API off.
+    pub checkout_key: Option<CheckoutKey>,
 }
 
 impl BrokerSettings {
@@ -85,7 +89,7 @@ impl Broker {
         supervisor: &Supervisor,
     ) -> Arc<Self> {
         let session_tokens = SessionTokens::new(signer.mac_keys("session-token"));
-        let gate = gate::Gate::new(signer.verifier(&room, &settings.issuer));
+        let gate = gate::Gate::new(signer.verifier(&room, &settings.issuer, TokenTimes::Checked));
         Arc::new(Broker {
             room,
             store: Arc::clone(rules.store()),

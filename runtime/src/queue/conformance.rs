@@ -259,6 +259,60 @@ async fn completing_frees_the_slot_at_once(store: &dyn Store) {
     assert!(is_active(&store.session("sid-b", None).await.unwrap()));
 }
 
+async fn revoking_frees_the_slot_and_tells_the_change_stream(store: &dyn Store) {
+    one_active_one_waiting(store).await;
+    let cursor = store.snapshot().await.unwrap().cursor;
+    let revoked = store.revoke("sid-a", T0 + 1).await.unwrap();
+    assert_eq!(
+        revoked.session.state,
+        SessionState::Closed(CloseReason::Revoked)
+    );
+    // Revoking again is harmless and tells nobody anything new.
+    assert_eq!(store.revoke("sid-a", T0 + 2).await.unwrap(), revoked);
+    let batch = store
+        .changes(&cursor, 10, std::time::Duration::from_millis(10))
+        .await
+        .unwrap();
+    let changes: Vec<Change> = batch.changes.into_iter().map(|(_, c)| c).collect();
+    assert_eq!(
+        changes,
+        [Change::Ended {
+            sid: "sid-a".into(),
+            reason: CloseReason::Revoked
+        }]
+    );
+    // A revoked session cannot be completed, nor a completed one revoked;
+    // a waiting session is neither, and none of these change anything.
+    assert_eq!(
+        store.complete("sid-a", T0 + 2).await.unwrap_err(),
+        QueueError::NotActive
+    );
+    assert_eq!(
+        store.revoke("sid-b", T0 + 2).await.unwrap_err(),
+        QueueError::NotActive
+    );
+    assert_eq!(
+        store.revoke("nope", T0 + 2).await.unwrap_err(),
+        QueueError::UnknownSession
+    );
+    assert_eq!(state(store, "b").await, SessionState::Waiting);
+    assert_eq!(store.tick(T0 + 3, 0).await.unwrap().admitted, 1);
+    store.complete("sid-b", T0 + 4).await.unwrap();
+    assert_eq!(
+        store.revoke("sid-b", T0 + 5).await.unwrap_err(),
+        QueueError::NotActive
+    );
+    assert_eq!(
+        state(store, "b").await,
+        SessionState::Closed(CloseReason::Completed)
+    );
+    assert_eq!(
+        state(store, "a").await,
+        SessionState::Closed(CloseReason::Revoked)
+    );
+    assert_eq!(store.counts().await.unwrap().active, 0);
+}
+
 async fn sessions_expire_after_their_duration(store: &dyn Store) {
     one_active_one_waiting(store).await;
     let SessionState::Active { expires_at, .. } = state(store, "a").await else {
@@ -726,6 +780,7 @@ conformance!(
     join_is_idempotent_and_positions_are_exact,
     admission_follows_tickets_and_never_exceeds_capacity,
     completing_frees_the_slot_at_once,
+    revoking_frees_the_slot_and_tells_the_change_stream,
     sessions_expire_after_their_duration,
     leaving_works_while_waiting_and_while_active,
     pause_stops_admissions_and_keeps_the_line,

@@ -350,13 +350,15 @@ impl Room {
         self.view(sid)
     }
 
-    fn complete(&mut self, sid: &str, now: Millis) -> Result<SessionView> {
+    /// Ends an active session for the checkout (`completed` or `revoked`);
+    /// again with the same reason is harmless, like `lua/finish.lua`.
+    fn finish(&mut self, sid: &str, reason: CloseReason, now: Millis) -> Result<SessionView> {
         let session = self.sessions.get(sid).ok_or(QueueError::UnknownSession)?;
         match session.state {
             SessionState::Active { expires_at, .. } => {
-                self.end_active(sid, expires_at, CloseReason::Completed, now)
+                self.end_active(sid, expires_at, reason, now)
             }
-            SessionState::Closed(CloseReason::Completed) => {}
+            SessionState::Closed(ended) if ended == reason => {}
             _ => return Err(QueueError::NotActive),
         }
         self.view(sid)
@@ -416,7 +418,11 @@ impl Store for MemoryStore {
     }
 
     async fn complete(&self, sid: &str, now: Millis) -> Result<SessionView> {
-        self.with_room(|r| r.complete(sid, now))
+        self.with_room(|r| r.finish(sid, CloseReason::Completed, now))
+    }
+
+    async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView> {
+        self.with_room(|r| r.finish(sid, CloseReason::Revoked, now))
     }
 
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()> {

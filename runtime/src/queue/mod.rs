@@ -125,6 +125,8 @@ pub enum CloseReason {
     Expired,
     Abandoned,
     RoomClosed,
+    /// The shop's checkout ended the session (`POST .../checkout/revoke`).
+    Revoked,
 }
 
 impl CloseReason {
@@ -135,6 +137,7 @@ impl CloseReason {
             CloseReason::Expired => "expired",
             CloseReason::Abandoned => "abandoned",
             CloseReason::RoomClosed => "room_closed",
+            CloseReason::Revoked => "revoked",
         }
     }
 
@@ -145,6 +148,7 @@ impl CloseReason {
             "expired" => CloseReason::Expired,
             "abandoned" => CloseReason::Abandoned,
             "room_closed" => CloseReason::RoomClosed,
+            "revoked" => CloseReason::Revoked,
             _ => return None,
         })
     }
@@ -304,6 +308,10 @@ pub trait Store: Send + Sync + 'static {
     async fn leave(&self, sid: &str, now: Millis) -> Result<SessionView>;
     /// Ends an active session (checkout done). Completing twice is harmless.
     async fn complete(&self, sid: &str, now: Millis) -> Result<SessionView>;
+    /// Ends an active session as `revoked` (the shop's checkout turned it
+    /// away). Revoking twice is harmless; a session that is waiting, or
+    /// ended for another reason, is `NotActive` and keeps its state.
+    async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView>;
     /// Records that the users of these waiting sessions are still there.
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()>;
     /// Records that presence may have gone unrecorded until `now` (the store

@@ -40,7 +40,7 @@ struct Scripts {
     join: Script,
     session: Script,
     leave: Script,
-    complete: Script,
+    finish: Script,
     presence: Script,
     tick: Script,
     counts: Script,
@@ -55,7 +55,7 @@ impl Scripts {
             join: with_common(include_str!("lua/join.lua")),
             session: with_common(include_str!("lua/session.lua")),
             leave: with_common(include_str!("lua/leave.lua")),
-            complete: with_common(include_str!("lua/complete.lua")),
+            finish: with_common(include_str!("lua/finish.lua")),
             presence: with_common(include_str!("lua/presence.lua")),
             tick: with_common(include_str!("lua/tick.lua")),
             counts: with_common(include_str!("lua/counts.lua")),
@@ -278,6 +278,12 @@ impl RedisStore {
         Ok(field::<i64>(&reply, 1)? == 1)
     }
 
+    /// Runs `lua/finish.lua`: ends an active session with `reason`.
+    async fn finish(&self, sid: &str, now: Millis, reason: CloseReason) -> Result<SessionView> {
+        let args = [now.to_string(), sid.to_owned(), reason.as_str().to_owned()];
+        decode_session(&self.run(&self.scripts.finish, &args).await?)
+    }
+
     fn events_key(&self) -> &str {
         &self.keys[9]
     }
@@ -346,8 +352,11 @@ impl Store for RedisStore {
     }
 
     async fn complete(&self, sid: &str, now: Millis) -> Result<SessionView> {
-        let args = [now.to_string(), sid.to_owned()];
-        decode_session(&self.run(&self.scripts.complete, &args).await?)
+        self.finish(sid, now, CloseReason::Completed).await
+    }
+
+    async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView> {
+        self.finish(sid, now, CloseReason::Revoked).await
     }
 
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()> {

@@ -257,6 +257,17 @@ pub async fn join(client: &reqwest::Client, base: &str) -> Joined {
     response.json().await.unwrap()
 }
 
+/// The status and code of an error answer, checked to be JSON with a message.
+pub async fn error_of(response: reqwest::Response) -> (reqwest::StatusCode, String) {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    (status, body["code"].as_str().unwrap().to_owned())
+}
+
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }

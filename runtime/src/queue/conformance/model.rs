@@ -126,10 +126,11 @@ impl Model {
         self.view(sid)
     }
 
-    fn complete(&mut self, sid: &str) -> Result<SessionView> {
+    /// Complete or revoke: ends an active session with `reason`.
+    fn finish(&mut self, sid: &str, reason: CloseReason) -> Result<SessionView> {
         match self.find(sid)?.session.state {
-            SessionState::Active { .. } => self.end(sid, CloseReason::Completed),
-            SessionState::Closed(CloseReason::Completed) => {}
+            SessionState::Active { .. } => self.end(sid, reason),
+            SessionState::Closed(ended) if ended == reason => {}
             _ => return Err(QueueError::NotActive),
         }
         self.view(sid)
@@ -324,12 +325,20 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
                     "leave: {context}"
                 );
             }
-            45..=54 => {
+            45..=49 => {
                 let sid = pick(&mut rng, &sids);
                 assert_eq!(
                     store.complete(&sid, now).await,
-                    model.complete(&sid),
+                    model.finish(&sid, CloseReason::Completed),
                     "complete: {context}"
+                );
+            }
+            50..=54 => {
+                let sid = pick(&mut rng, &sids);
+                assert_eq!(
+                    store.revoke(&sid, now).await,
+                    model.finish(&sid, CloseReason::Revoked),
+                    "revoke: {context}"
                 );
             }
             55..=64 => {

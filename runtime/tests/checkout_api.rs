@@ -1,0 +1,349 @@
+//! The checkout's API, server to server, against a real broker, dispatcher
+//! and Redis: the shop completes and revokes sessions with the room's
+//! checkout key, and every bad call gets a JSON 4xx and changes nothing.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use usher_runtime::tokens::{EntryClaims, EntryTokenSigner};
+
+const KEY: &str = "k3y-0f-the-shop-9d1f0c7e2b6a4d58af31c0e9b7d2a6f4";
+
+/// Writes the checkout key next to the room's entry-token key and returns
+/// the environment that hands it to a broker.
+fn checkout_env(room: &Room) -> [(&'static str, String); 1] {
+    let path = room.key_path.with_file_name("checkout.key");
+    std::fs::write(&path, format!("{KEY}\n")).unwrap();
+    [("USHER_CHECKOUT_KEY", path.display().to_string())]
+}
+
+/// A room of capacity 1 served by a broker with the checkout key and a
+/// dispatcher; returns the broker's base URL.
+async fn shop_room(room: &Room) -> (Usher, Usher, String) {
+    let env = checkout_env(room);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (broker, base) = room.broker(&env).await;
+    let dispatcher = room.dispatcher(&[]).await;
+    (broker, dispatcher, base)
+}
+
+fn shop_settings() -> [(&'static str, &'static str); 3] {
+    [
+        ("USHER_CAPACITY", "1"),
+        ("USHER_DISPATCH_TICK", "50ms"),
+        ("USHER_POSITION_INTERVAL", "100ms"),
+    ]
+}
+
+/// POSTs `body` (sent as JSON) to the checkout's `action`, with `key` as the
+/// Bearer token.
+async fn call(base: &str, action: &str, key: Option<&str>, body: &str) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/v1/rooms/{ROOM}/checkout/{action}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap()
+}
+
+async fn ok_json(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn status_of(base: &str, joined: &Joined) -> Value {
+    get_json(
+        &reqwest::Client::new(),
+        &format!("{base}{}", joined.status_url),
+    )
+    .await
+}
+
+/// Waits until `joined` is admitted and returns its entry token.
+async fn entry_token(base: &str, joined: &Joined) -> String {
+    eventually(Duration::from_secs(10), "an admission", || async {
+        status_of(base, joined).await["entryToken"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await
+}
+
+/// The session and how it ended, of a checkout's answer.
+fn ending(answer: &Value) -> Value {
+    json!([answer["sessionId"], answer["state"], answer["reason"]])
+}
+
+#[tokio::test]
+async fn the_shop_completes_and_revokes_sessions() {
+    let room = Room::new(&shop_settings());
+    let (_broker, _dispatcher, base) = shop_room(&room).await;
+    let client = reqwest::Client::new();
+    let alice = join(&client, &base).await;
+    let bob = join(&client, &base).await;
+    let carol = join(&client, &base).await;
+    let token = entry_token(&base, &alice).await;
+    let mut bob_events = SseClient::connect(&format!("{base}{}", bob.events_url), None).await;
+
+    // Completing by entry token frees the slot: the next visitor is admitted.
+    let body = json!({ "entryToken": token }).to_string();
+    let done = ok_json(call(&base, "complete", Some(KEY), &body).await).await;
+    assert_eq!(
+        (&done["sessionId"], &done["state"], &done["reason"]),
+        (
+            &json!(alice.session_id),
+            &json!("closed"),
+            &json!("completed")
+        )
+    );
+    bob_events
+        .next_of("admitted", Duration::from_secs(5))
+        .await
+        .unwrap();
+    // Completing again is harmless; revoking a completed session is not.
+    assert_eq!(
+        ending(&ok_json(call(&base, "complete", Some(KEY), &body).await).await),
+        ending(&done)
+    );
+    assert_eq!(
+        error_of(call(&base, "revoke", Some(KEY), &body).await).await,
+        (StatusCode::CONFLICT, "not_active".into())
+    );
+
+    // Revoking by id ends the session: the visitor's stream says so, and
+    // the slot goes to the next visitor.
+    let body = json!({ "jti": bob.session_id }).to_string();
+    let revoked = ok_json(call(&base, "revoke", Some(KEY), &body).await).await;
+    assert_eq!(
+        (&revoked["state"], &revoked["reason"]),
+        (&json!("closed"), &json!("revoked"))
+    );
+    let closed = bob_events
+        .next_of("closed", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(closed.data, json!({ "reason": "revoked" }));
+    assert_eq!(status_of(&base, &bob).await["reason"], "revoked");
+    entry_token(&base, &carol).await;
+    assert_eq!(
+        ending(&ok_json(call(&base, "revoke", Some(KEY), &body).await).await),
+        ending(&revoked)
+    );
+    assert_eq!(
+        error_of(call(&base, "complete", Some(KEY), &body).await).await,
+        (StatusCode::CONFLICT, "not_active".into())
+    );
+    let stats = room_stats(&base).await;
+    assert_eq!(
+        (&stats["waiting"], &stats["active"], &stats["admittedTotal"]),
+        (&json!(0), &json!(1), &json!(3))
+    );
+}
+
+/// What a bad call must leave as it was.
+async fn picture(base: &str, sessions: &[&Joined]) -> Vec<Value> {
+    let stats = room_stats(base).await;
+    let mut picture = vec![json!([
+        stats["waiting"],
+        stats["active"],
+        stats["admittedTotal"]
+    ])];
+    for joined in sessions {
+        let status = status_of(base, joined).await;
+        picture.push(json!([
+            status["state"],
+            status["position"],
+            status["reason"]
+        ]));
+    }
+    picture
+}
+
+fn sign(signer: &EntryTokenSigner, aud: &str, sid: &str) -> String {
+    let now = usher_runtime::clock::now_ms() / 1000;
+    signer
+        .sign(&EntryClaims {
+            iss: "usher".into(),
+            aud: aud.into(),
+            sub: "mallory".into(),
+            sid: sid.into(),
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            jti: sid.into(),
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bad_checkout_calls_get_a_json_4xx_and_change_nothing() {
+    let room = Room::new(&shop_settings());
+    let (_broker, _dispatcher, base) = shop_room(&room).await;
+    let client = reqwest::Client::new();
+    let alice = join(&client, &base).await;
+    let bob = join(&client, &base).await;
+    let token = entry_token(&base, &alice).await;
+    let before = picture(&base, &[&alice, &bob]).await;
+    assert_eq!(before[2], json!(["waiting", 1, null]));
+
+    let alice_body = json!({ "jti": alice.session_id }).to_string();
+    let both = json!({ "entryToken": token, "jti": alice.session_id }).to_string();
+    let forged =
+        json!({ "entryToken": sign(&EntryTokenSigner::generate(), ROOM, &alice.session_id) })
+            .to_string();
+    let other_room =
+        json!({ "entryToken": sign(&room.signer(), "another-room", &alice.session_id) })
+            .to_string();
+    let bob_body = json!({ "jti": bob.session_id }).to_string();
+    let unknown = json!({ "jti": "no-such-session" }).to_string();
+    let bad_id = json!({ "jti": "../admin" }).to_string();
+    let wrong_key = format!("{KEY}x");
+    let cases: Vec<(Option<&str>, &str, StatusCode, &str)> = vec![
+        (
+            None,
+            &alice_body,
+            StatusCode::UNAUTHORIZED,
+            "missing_checkout_key",
+        ),
+        (
+            Some(&wrong_key),
+            &alice_body,
+            StatusCode::UNAUTHORIZED,
+            "invalid_checkout_key",
+        ),
+        (
+            Some(&KEY[1..]),
+            &alice_body,
+            StatusCode::UNAUTHORIZED,
+            "invalid_checkout_key",
+        ),
+        (Some(KEY), &both, StatusCode::BAD_REQUEST, "invalid_body"),
+        (Some(KEY), "{}", StatusCode::BAD_REQUEST, "invalid_body"),
+        (Some(KEY), "", StatusCode::BAD_REQUEST, "invalid_body"),
+        (
+            Some(KEY),
+            "{\"jti\":",
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Some(KEY),
+            &forged,
+            StatusCode::BAD_REQUEST,
+            "invalid_entry_token",
+        ),
+        (
+            Some(KEY),
+            &other_room,
+            StatusCode::BAD_REQUEST,
+            "invalid_entry_token",
+        ),
+        (
+            Some(KEY),
+            &bad_id,
+            StatusCode::BAD_REQUEST,
+            "invalid_session_id",
+        ),
+        (
+            Some(KEY),
+            &unknown,
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+        ),
+        (Some(KEY), &bob_body, StatusCode::CONFLICT, "not_active"),
+    ];
+    for action in ["complete", "revoke"] {
+        for (key, body, status, code) in &cases {
+            assert_eq!(
+                error_of(call(&base, action, *key, body).await).await,
+                (*status, (*code).to_owned()),
+                "{action} {body}"
+            );
+        }
+        // Not JSON: the body must be declared as JSON.
+        let form = client
+            .post(format!("{base}/v1/rooms/{ROOM}/checkout/{action}"))
+            .bearer_auth(KEY)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("jti={}", alice.session_id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_of(form).await,
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type".into()
+            )
+        );
+        let other_path = client
+            .post(format!("{base}/v1/rooms/elsewhere/checkout/{action}"))
+            .bearer_auth(KEY)
+            .json(&json!({ "jti": alice.session_id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_of(other_path).await,
+            (StatusCode::NOT_FOUND, "unknown_room".into())
+        );
+        let get = client
+            .get(format!("{base}/v1/rooms/{ROOM}/checkout/{action}"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_of(get).await,
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
+        );
+        assert_eq!(picture(&base, &[&alice, &bob]).await, before, "{action}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_key_the_checkout_api_is_off() {
+    let room = Room::new(&[]);
+    let (_broker, base) = room.broker(&[]).await;
+    let alice = join(&reqwest::Client::new(), &base).await;
+    let body = json!({ "jti": alice.session_id }).to_string();
+    for action in ["complete", "revoke"] {
+        for key in [None, Some(KEY)] {
+            assert_eq!(
+                error_of(call(&base, action, key, &body).await).await,
+                (StatusCode::NOT_FOUND, "checkout_disabled".into())
+            );
+        }
+    }
+    assert_eq!(status_of(&base, &alice).await["state"], "waiting");
+}
+
+#[tokio::test]
+async fn a_broker_refuses_to_start_with_a_short_checkout_key() {
+    let room = Room::new(&[]);
+    let path = room.key_path.with_file_name("short.key");
+    std::fs::write(&path, "too-short\n").unwrap();
+    let output = room
+        .command("broker")
+        .env("USHER_CHECKOUT_KEY", &path)
+        .env(
+            "USHER_LISTEN",
+            format!("127.0.0.1:{}", usher_runtime::testing::free_port()),
+        )
+        .env("USHER_METRICS_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("at least 32"), "{stderr}");
+}
