@@ -50,6 +50,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         abandon_timeout: ABANDON_TIMEOUT,
         broker_id: "demo".into(),
         issuer: "usher-demo".into(),
+        return_origins: Default::default(),
+        entry_cookie: Default::default(),
     };
     let broker = Broker::new(
         DEMO_ROOM.into(),

@@ -123,6 +123,8 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         abandon_timeout: args.room.abandon_timeout,
         broker_id,
         issuer: args.streams.token_issuer,
+        return_origins: args.round_trip.return_origins,
+        entry_cookie: args.round_trip.cookie_domain,
     };
     let metrics = Arc::new(Metrics::default());
     let visitors = listen(args.listen)?;

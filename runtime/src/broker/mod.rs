@@ -4,6 +4,8 @@
 
 mod api;
 pub use self::api::valid_room_id;
+mod entry_cookie;
+pub use self::entry_cookie::EntryCookie;
 mod error;
 mod events;
 mod fanout;
@@ -11,6 +13,8 @@ mod gate;
 mod health;
 mod http;
 mod line;
+mod return_url;
+pub use self::return_url::ReturnOrigins;
 mod sse;
 mod tasks;
 
@@ -44,6 +48,10 @@ pub struct BrokerSettings {
     pub broker_id: String,
     /// `iss` of entry tokens.
     pub issuer: String,
+    /// Where admitted visitors may be sent back to.
+    pub return_origins: ReturnOrigins,
+    /// How the entry cookie is set on the way back.
+    pub entry_cookie: EntryCookie,
 }
 
 impl BrokerSettings {
