@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::broker::{EntryCookie, ReturnOrigins};
 use crate::clock::parse_rfc3339;
 use crate::queue::{Queueing, RoomConfig};
 
@@ -147,6 +148,22 @@ pub struct StreamArgs {
     pub token_issuer: String,
 }
 
+/// The round trip back to the shop: where admitted visitors may return,
+/// and the entry cookie they carry there.
+#[derive(Args, Debug, Clone)]
+pub struct ReturnArgs {
+    /// Origins (comma-separated, such as `https://shop.example`) an admitted
+    /// visitor may be sent back to; paths on the waiting room's own host are
+    /// always allowed.
+    #[arg(long, env = "USHER_RETURN_ORIGINS", default_value = "", hide_default_value = true, value_parser = ReturnOrigins::parse)]
+    pub return_origins: ReturnOrigins,
+    /// `Domain` of the entry cookie (`shop.example`), when the waiting room
+    /// and the shop are hosts under one parent domain; empty = the host
+    /// that served it.
+    #[arg(long, env = "USHER_COOKIE_DOMAIN", default_value = "", hide_default_value = true, value_parser = EntryCookie::parse)]
+    pub cookie_domain: EntryCookie,
+}
+
 #[derive(Args, Debug)]
 pub struct BrokerArgs {
     #[command(flatten)]
@@ -157,6 +174,8 @@ pub struct BrokerArgs {
     pub users: UserAuthArgs,
     #[command(flatten)]
     pub streams: StreamArgs,
+    #[command(flatten)]
+    pub round_trip: ReturnArgs,
     /// Address to serve visitors (HTTP/SSE) and the probes on.
     #[arg(long, env = "USHER_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,

@@ -51,6 +51,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         broker_id: "demo".into(),
         issuer: "usher-demo".into(),
         checkout_key: None,
+        return_origins: Default::default(),
+        entry_cookie: Default::default(),
     };
     let broker = Broker::new(
         DEMO_ROOM.into(),

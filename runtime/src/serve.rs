@@ -129,6 +129,8 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         broker_id,
         issuer: args.streams.token_issuer,
         checkout_key,
+        return_origins: args.round_trip.return_origins,
+        entry_cookie: args.round_trip.cookie_domain,
     };
     let metrics = Arc::new(Metrics::default());
     let visitors = listen(args.listen)?;

@@ -6,136 +6,14 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::browser::{Browser, TEXT};
 use common::{
-    Process, ROOM, Room, TempDir, demo, eventually, get_json, join, room_stats, wait_ready,
+    Room, complete, demo, eventually, get_json, join, room_stats, wait_active, wait_ready,
 };
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::Value;
 use usher_runtime::testing::{RedisServer, free_port};
-
-/// One Chromium page, controlled over its DevTools WebSocket.
-struct Browser {
-    _process: Process,
-    _profile: TempDir,
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    next_id: u64,
-}
-
-impl Browser {
-    async fn launch() -> Self {
-        let port = free_port();
-        let profile = TempDir(std::env::temp_dir().join(format!("usher-chromium-{port}")));
-        let process = Process(
-            Command::new(std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into()))
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--window-size=420,800",
-                ])
-                .arg(format!("--remote-debugging-port={port}"))
-                .arg(format!("--user-data-dir={}", profile.0.display()))
-                .arg("about:blank")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("chromium must be installed (apt-get install chromium)"),
-        );
-        let list_url = format!("http://127.0.0.1:{port}/json/list");
-        let ws_url = eventually(
-            Duration::from_secs(20),
-            "chromium's DevTools endpoint",
-            || {
-                let list_url = list_url.clone();
-                async move {
-                    let pages: Vec<Value> =
-                        reqwest::get(&list_url).await.ok()?.json().await.ok()?;
-                    pages.iter().find(|p| p["type"] == "page")?["webSocketDebuggerUrl"]
-                        .as_str()
-                        .map(str::to_owned)
-                }
-            },
-        )
-        .await;
-        let (socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-        Browser {
-            _process: process,
-            _profile: profile,
-            socket,
-            next_id: 0,
-        }
-    }
-
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let request = json!({"id": id, "method": method, "params": params}).to_string();
-        self.socket.send(Message::text(request)).await.unwrap();
-        while let Some(message) = self.socket.next().await {
-            let Ok(Message::Text(text)) = message else {
-                continue;
-            };
-            let reply: Value = serde_json::from_str(&text).unwrap();
-            if reply["id"] == id {
-                return reply["result"].clone();
-            }
-        }
-        panic!("chromium closed the DevTools connection");
-    }
-
-    /// Runs `script` in every page this browser opens from now on, before
-    /// the page's own scripts.
-    async fn before_each_page(&mut self, script: &str) {
-        // Without the Page domain enabled, Chromium does not run them.
-        self.call("Page.enable", json!({})).await;
-        self.call(
-            "Page.addScriptToEvaluateOnNewDocument",
-            json!({"source": script}),
-        )
-        .await;
-    }
-
-    async fn open(&mut self, url: &str) {
-        self.call("Page.navigate", json!({"url": url})).await;
-    }
-
-    /// Evaluates `expression` in the page and returns its (JSON) value.
-    async fn eval(&mut self, expression: &str) -> Value {
-        let result = self
-            .call(
-                "Runtime.evaluate",
-                json!({"expression": expression, "returnByValue": true}),
-            )
-            .await;
-        result["result"]["value"].clone()
-    }
-
-    /// Waits until `expression` is true in the page.
-    async fn wait_for(&mut self, expression: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self.eval(expression).await != Value::Bool(true) {
-            let state = self.eval("document.querySelector('main').innerText").await;
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "page never showed `{expression}`; it shows: {state}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-const TEXT: &str = "(id) => document.getElementById(id).textContent";
 
 #[tokio::test]
 async fn a_visitor_waits_with_a_live_position_then_is_admitted() {
@@ -255,10 +133,7 @@ async fn the_page_reopens_its_stream_after_a_refused_reconnect() {
     let client = reqwest::Client::new();
     // Someone else holds the only slot, so the browser's visitor waits.
     let holder = join(&client, &base).await;
-    eventually(Duration::from_secs(10), "the holder admitted", || async {
-        (room_stats(&base).await["active"] == 1).then_some(())
-    })
-    .await;
+    wait_active(&base, 1).await;
 
     let mut browser = Browser::launch().await;
     browser.before_each_page(COUNT_CLOSED_STREAMS).await;
@@ -305,11 +180,7 @@ async fn the_page_reopens_its_stream_after_a_refused_reconnect() {
     assert_eq!(browser.eval(&format!("({TEXT})('position')")).await, "1");
 
     // The holder finishes; the page's visitor, still in line, is admitted.
-    let complete = format!(
-        "{base}/v1/rooms/{ROOM}/sessions/{}/complete?token={}",
-        holder.session_id, holder.session_token
-    );
-    assert_eq!(client.post(complete).send().await.unwrap().status(), 200);
+    complete(&client, &base, &holder).await;
     browser
         .wait_for("!document.getElementById('admitted').hidden")
         .await;

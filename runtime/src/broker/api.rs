@@ -37,6 +37,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/rooms/{room}/sessions/{sid}/complete", post(complete))
         // The shop's checkout, server to server.
         .merge(super::checkout::routes(&broker))
+        .route("/v1/rooms/{room}/sessions/{sid}/enter", get(enter))
         .route("/.well-known/jwks.json", get(jwks))
         .route(
             "/healthz",
@@ -452,4 +453,108 @@ async fn jwks(State(broker): Shared) -> Response {
 async fn ready(State(broker): Shared) -> ApiResult {
     broker.readiness().await?;
     Ok(Json(serde_json::json!({"status": "ready"})).into_response())
+}
+
+/// The checked `return` URL of a request: where to send the visitor back.
+struct ReturnTo(String);
+
+impl axum::extract::FromRequestParts<Arc<Broker>> for ReturnTo {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        broker: &Arc<Broker>,
+    ) -> Result<Self, ApiError> {
+        #[derive(Deserialize)]
+        struct ReturnQuery {
+            #[serde(rename = "return")]
+            target: Option<String>,
+        }
+        let Query(query) = Query::<ReturnQuery>::from_request_parts(parts, broker)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+        let refuse = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "return_not_allowed", why);
+        let target = query
+            .target
+            .ok_or_else(|| refuse("the return parameter is required"))?;
+        let location = broker
+            .settings
+            .return_origins
+            .check(&target)
+            .map_err(refuse)?;
+        Ok(ReturnTo(location))
+    }
+}
+
+/// Hands an admitted visitor back to the shop: `303` to the return URL,
+/// setting the entry cookie that the gate reads. The return URL is checked
+/// before the session (its extractor runs first), and nothing changes in
+/// the store: the visitor is not even marked present.
+async fn enter(
+    State(broker): Shared,
+    ReturnTo(location): ReturnTo,
+    HeldSession(sid): HeldSession,
+    headers: HeaderMap,
+) -> ApiResult {
+    let view = broker.store.session(&sid, None).await?;
+    let (admitted_at, expires_at) = match view.session.state {
+        SessionState::Active {
+            admitted_at,
+            expires_at,
+        } => (admitted_at, expires_at),
+        SessionState::Waiting => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_active",
+                "the session is still waiting in line",
+            ));
+        }
+        SessionState::Closed(reason) => {
+            let code = "session_closed";
+            let body = serde_json::json!({
+                "code": code,
+                "message": format!("the session has ended ({})", reason.as_str()),
+                "reason": reason.as_str(),
+            });
+            let mut gone = (StatusCode::GONE, Json(body)).into_response();
+            gone.extensions_mut().insert(ErrorCode(code));
+            return Ok(gone);
+        }
+    };
+    let token = broker
+        .entry_token(&sid, &view.session.user, admitted_at, expires_at)
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot sign an entry token");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "cannot sign an entry token",
+            )
+        })?;
+    let max_age = expires_at / 1000 - now_ms() / 1000;
+    let cookie =
+        broker
+            .settings
+            .entry_cookie
+            .set_cookie(&token, max_age, visitor_used_https(&headers));
+    // Both are printable ASCII: the return URL by its check, the cookie
+    // being a JWT, a number and a checked domain.
+    let value = |text: &str| {
+        HeaderValue::from_str(text).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "return_not_allowed",
+                "the return URL cannot be a header",
+            )
+        })
+    };
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, value(&location)?),
+            (header::SET_COOKIE, value(&cookie)?),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response())
 }

@@ -6,6 +6,8 @@ mod api;
 pub use self::api::valid_room_id;
 mod checkout;
 pub use self::checkout::{CheckoutKey, CheckoutKeyError};
+mod entry_cookie;
+pub use self::entry_cookie::EntryCookie;
 mod error;
 mod events;
 mod fanout;
@@ -13,6 +15,8 @@ mod gate;
 mod health;
 mod http;
 mod line;
+mod return_url;
+pub use self::return_url::ReturnOrigins;
 mod sse;
 mod tasks;
 
@@ -48,6 +52,10 @@ pub struct BrokerSettings {
     pub issuer: String,
     /// Authorizes the shop's checkout API; `None` turns the API off.
     pub checkout_key: Option<CheckoutKey>,
+    /// Where admitted visitors may be sent back to.
+    pub return_origins: ReturnOrigins,
+    /// How the entry cookie is set on the way back.
+    pub entry_cookie: EntryCookie,
 }
 
 impl BrokerSettings {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod browser;
 pub mod gate;
 
 use std::process::{Child, Command, Stdio};
@@ -266,6 +267,33 @@ pub async fn error_of(response: reqwest::Response) -> (reqwest::StatusCode, Stri
         "{body}"
     );
     (status, body["code"].as_str().unwrap().to_owned())
+}
+
+/// Gives up `session`'s slot, as a finished checkout does.
+pub async fn complete(client: &reqwest::Client, base: &str, session: &Joined) {
+    let url = format!(
+        "{base}/v1/rooms/{ROOM}/sessions/{}/complete?token={}",
+        session.session_id, session.session_token
+    );
+    assert_eq!(client.post(url).send().await.unwrap().status(), 200);
+}
+
+/// Waits until the room has `active` visitors admitted.
+pub async fn wait_active(base: &str, active: u64) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{active} admitted"),
+        || async { (room_stats(base).await["active"] == active).then_some(()) },
+    )
+    .await;
+}
+
+/// A client that shows redirects rather than following them.
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
