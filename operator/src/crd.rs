@@ -93,10 +93,7 @@ pub struct GateSpec {
     /// Origins (`https://shop.example`) the waiting page may send visitors
     /// back to, besides paths on its own host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = 32),
-        inner(pattern(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$"))
-    )]
+    #[schemars(length(max = 32), inner(pattern(ORIGIN)))]
     pub return_origins: Vec<String>,
     /// A parent domain (`shop.example`) for the entry cookie, when the
     /// waiting room and the shop are on different hosts under it.
@@ -107,6 +104,10 @@ pub struct GateSpec {
     )]
     pub cookie_domain: Option<String>,
 }
+
+/// An origin as the runtime reads `USHER_RETURN_ORIGINS`: `http(s)://host`,
+/// with a port from 1 to 65535 at most, nothing else.
+const ORIGIN: &str = r"^https?://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/?$";
 
 /// An RFC 3339 instant as the runtime reads it: UTC (`Z` or `+00:00`), in
 /// the years 1970 to 9999.
@@ -341,6 +342,34 @@ mod tests {
                 yaml.contains(needle) || yaml.to_lowercase().contains(&needle.to_lowercase()),
                 "missing {needle:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_schema_takes_only_origins_the_runtime_takes() {
+        // What the schema takes must start a broker; the schema may be
+        // stricter (`-shop.example` is refused here, not by the runtime).
+        let pattern = regex::Regex::new(ORIGIN).unwrap();
+        for (origin, accepted) in [
+            ("https://shop.example", true),
+            ("http://127.0.0.1:8080", true),
+            ("https://m.shop-2.example:65535", true),
+            ("https://shop.example:65536", false),
+            ("https://shop.example:0", false),
+            ("https://shop.example/", true),
+            ("https://shop.example/path", false),
+            ("https://user@shop.example", false),
+            ("ftp://shop.example", false),
+            ("https://-shop.example", false),
+            ("https://", false),
+        ] {
+            assert_eq!(pattern.is_match(origin), accepted, "schema: {origin}");
+            if accepted {
+                assert!(
+                    usher_runtime::broker::ReturnOrigins::parse(origin).is_ok(),
+                    "runtime: {origin}"
+                );
+            }
         }
     }
 

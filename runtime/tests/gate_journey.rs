@@ -14,7 +14,9 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use common::browser::{Browser, TEXT};
-use common::{Process, ROOM, Room, TempDir, complete, eventually, join, no_redirects, wait_active};
+use common::{
+    Process, ROOM, Room, TempDir, complete, eventually, get_json, join, no_redirects, wait_active,
+};
 use serde_json::{Value, json};
 use usher_runtime::testing::free_port;
 
@@ -148,7 +150,13 @@ fn claims(jwt: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_visitor_waits_at_the_shops_door_and_comes_back_admitted() {
     let room = Room::new(&[("USHER_CAPACITY", "1"), ("USHER_DISPATCH_TICK", "50ms")]);
-    let (_broker, broker_base) = room.broker(&[]).await;
+    // The shop's checkout service holds the room's checkout key.
+    let checkout_key = "k".repeat(40);
+    let key_file = std::env::temp_dir().join(format!("usher-journey-{}.key", free_port()));
+    std::fs::write(&key_file, &checkout_key).unwrap();
+    let (_broker, broker_base) = room
+        .broker(&[("USHER_CHECKOUT_KEY", key_file.to_str().unwrap())])
+        .await;
     let _dispatcher = room.dispatcher(&[]).await;
     let broker_port: u16 = broker_base.rsplit(':').next().unwrap().parse().unwrap();
     let nginx = Nginx::start(broker_port, shop().await).await;
@@ -212,6 +220,30 @@ async fn a_visitor_waits_at_the_shops_door_and_comes_back_admitted() {
     let (head_and_claims, _) = token.rsplit_once('.').unwrap();
     let forged = format!("usher_entry={head_and_claims}.{}", "A".repeat(86));
     assert_eq!(checkout_with(&nginx, Some(&forged)).await, to_queue);
+
+    // Another visitor waits for the slot the browser's visitor holds.
+    let next = join(&client, &broker_base).await;
+    // The shop's server completes the purchase over the checkout API: the
+    // cookie no longer opens the door, and the next visitor is admitted.
+    let done = client
+        .post(format!("{broker_base}/v1/rooms/{ROOM}/checkout/complete"))
+        .bearer_auth(&checkout_key)
+        .json(&json!({ "entryToken": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    eventually(Duration::from_secs(5), "the door shut", || async {
+        (checkout_with(&nginx, Some(&cookie)).await == to_queue).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the next visitor admitted", || {
+        let url = format!("{broker_base}{}", next.status_url);
+        let client = client.clone();
+        async move { (get_json(&client, &url).await["state"] == "admitted").then_some(()) }
+    })
+    .await;
+    let _ = std::fs::remove_file(&key_file);
 
     // A return URL off the allow-list is refused through the prefix too.
     let evil = format!(

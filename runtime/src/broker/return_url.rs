@@ -82,6 +82,9 @@ fn parse_origin(text: &str) -> Result<String, String> {
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
         return Err(refuse("an origin has no path, query or fragment"));
     }
+    if url.port() == Some(0) {
+        return Err(refuse("port 0 is no port"));
+    }
     Ok(url.origin().ascii_serialization())
 }
 
