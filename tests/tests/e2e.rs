@@ -209,14 +209,16 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     cluster
         .apply("usher", &cluster.helm_template("usher", &["replicas=0"]))
         .unwrap();
-    let example =
-        std::fs::read_to_string(repo().join("charts/usher/examples/waitingroom.yaml")).unwrap();
-    cluster
-        .kubectl(
-            &["-n", NS, "apply", "--dry-run=server", "-f", "-"],
-            Some(&example),
-        )
-        .unwrap();
+    for example in ["waitingroom.yaml", "ingress-nginx.yaml"] {
+        let example =
+            std::fs::read_to_string(repo().join("charts/usher/examples").join(example)).unwrap();
+        cluster
+            .kubectl(
+                &["-n", NS, "apply", "--dry-run=server", "-f", "-"],
+                Some(&example),
+            )
+            .unwrap();
+    }
 
     // The API server itself refuses an invalid room, and says why.
     let invalid = room_manifest("redis://127.0.0.1:1/", 0, false)
