@@ -143,6 +143,20 @@ impl Raw {
     }
 }
 
+/// Opens an event stream on each of `streams`: the first for a visitor who
+/// joined on another connection, the second on the join's own connection.
+async fn open_streams_fresh_and_reused(base: &str, streams: &mut [Raw; 2]) {
+    let [fresh, reused] = streams;
+    let mut joining = Raw::connect(base).await;
+    for (raw, join_here) in [(fresh, false), (reused, true)] {
+        let joining = if join_here { &mut *raw } else { &mut joining };
+        joining.send(&join_request("", "")).await;
+        let user: Joined = serde_json::from_slice(&joining.answer().await.body).unwrap();
+        raw.send(format!("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", user.events_url).as_bytes())
+            .await;
+    }
+}
+
 fn join_request(extra_head: &str, body: &str) -> Vec<u8> {
     format!("POST /v1/rooms/{ROOM}/queue HTTP/1.1\r\nHost: t\r\n{extra_head}\r\n{body}",)
         .into_bytes()
@@ -461,25 +475,14 @@ async fn streams_of_vanished_clients_end_on_fresh_and_reused_connections() {
     }
     let room = Room::new(&[("USHER_PAUSED", "true")]);
     let (broker, base) = room.broker(&[("USHER_KEEPALIVE_INTERVAL", "1s")]).await;
+    let mut streams = [Raw::connect(&base).await, Raw::connect(&base).await];
+    open_streams_fresh_and_reused(&base, &mut streams).await;
     let mut ports = Vec::new();
-    let mut streams = Vec::new();
-    for reused in [false, true] {
-        let mut raw = Raw::connect(&base).await;
-        let mut other = if reused {
-            None
-        } else {
-            Some(Raw::connect(&base).await)
-        };
-        let joining = other.as_mut().unwrap_or(&mut raw);
-        joining.send(&join_request("", "")).await;
-        let user: Joined = serde_json::from_slice(&joining.answer().await.body).unwrap();
-        raw.send(format!("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", user.events_url).as_bytes())
-            .await;
+    for raw in &mut streams {
         while !String::from_utf8_lossy(&raw.pending).contains("event: position") {
             assert!(raw.fill().await, "stream ended early");
         }
         ports.push(raw.stream.local_addr().unwrap().port());
-        streams.push(raw);
     }
     broker.wait_for_streams(2, Duration::from_secs(5)).await;
     // From now on nothing the two clients send arrives.
@@ -509,21 +512,11 @@ async fn streams_of_vanished_clients_end_on_fresh_and_reused_connections() {
 async fn streams_of_clients_that_stop_reading_end_on_fresh_and_reused_connections() {
     let room = Room::new(&[("USHER_PAUSED", "true")]);
     let (broker, base) = room.broker(&[("USHER_KEEPALIVE_INTERVAL", "1ms")]).await;
-    let mut streams = Vec::new();
-    for reused in [false, true] {
-        let mut raw = Raw::connect_with_small_window(&base).await;
-        let mut other = if reused {
-            None
-        } else {
-            Some(Raw::connect(&base).await)
-        };
-        let joining = other.as_mut().unwrap_or(&mut raw);
-        joining.send(&join_request("", "")).await;
-        let user: Joined = serde_json::from_slice(&joining.answer().await.body).unwrap();
-        raw.send(format!("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", user.events_url).as_bytes())
-            .await;
-        streams.push(raw);
-    }
+    let mut streams = [
+        Raw::connect_with_small_window(&base).await,
+        Raw::connect_with_small_window(&base).await,
+    ];
+    open_streams_fresh_and_reused(&base, &mut streams).await;
     broker.wait_for_streams(2, Duration::from_secs(5)).await;
     let started = Instant::now();
     broker.wait_for_streams(0, Duration::from_secs(120)).await;
