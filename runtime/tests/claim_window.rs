@@ -88,18 +88,7 @@ async fn a_claim_window_out_of_bounds_is_refused_at_start() {
         ("broker", "2h"),
         ("broker", "soon"),
     ] {
-        let output = room
-            .command(role)
-            .env("USHER_CLAIM_WINDOW", window)
-            .env(
-                "USHER_LISTEN",
-                format!("127.0.0.1:{}", usher_runtime::testing::free_port()),
-            )
-            .env("USHER_METRICS_LISTEN", "127.0.0.1:0")
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "{role} {window}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = room.refused_at_start(role, &[("USHER_CLAIM_WINDOW", window)]);
         assert!(stderr.contains("--claim-window"), "{stderr}");
         assert!(stderr.contains(window), "{stderr}");
     }

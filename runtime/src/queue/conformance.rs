@@ -223,17 +223,23 @@ async fn closed_sessions_are_remembered_while_their_tokens_could_live(store: &dy
 
 /// A room of capacity 1 where `a` was admitted at T0 and `b` waits.
 async fn one_active_one_waiting(store: &dyn Store) {
-    configured(
-        store,
-        RoomConfig {
-            capacity: 1,
-            ..config()
-        },
-    )
-    .await;
+    a_admitted_b_waiting(store, 0).await;
+}
+
+/// [`one_active_one_waiting`] with a claim window of `claim_window_ms`.
+async fn a_admitted_b_waiting(store: &dyn Store, claim_window_ms: Millis) {
+    configured(store, capacity_one(claim_window_ms)).await;
     join(store, "a", T0).await;
     join(store, "b", T0).await;
     store.tick(T0, 0).await.unwrap();
+}
+
+fn capacity_one(claim_window_ms: Millis) -> RoomConfig {
+    RoomConfig {
+        capacity: 1,
+        claim_window_ms,
+        ..config()
+    }
 }
 
 async fn completing_frees_the_slot_at_once(store: &dyn Store) {
@@ -334,20 +340,10 @@ async fn sessions_expire_after_their_duration(store: &dyn Store) {
     );
 }
 
-/// [`one_active_one_waiting`] with a claim window of a minute.
+/// [`one_active_one_waiting`] with a claim window of a minute; `b` stays
+/// present through it.
 async fn admitted_with_a_claim_window(store: &dyn Store) {
-    configured(
-        store,
-        RoomConfig {
-            capacity: 1,
-            claim_window_ms: MIN,
-            ..config()
-        },
-    )
-    .await;
-    join(store, "a", T0).await;
-    join(store, "b", T0).await;
-    store.tick(T0, 0).await.unwrap();
+    a_admitted_b_waiting(store, MIN).await;
     store.touch(&["sid-b".into()], T0 + MIN).await.unwrap();
 }
 
@@ -417,14 +413,7 @@ async fn a_lapsed_claim_ends_the_session_before_any_tick(store: &dyn Store) {
 async fn without_a_claim_window_nobody_loses_a_slot_unclaimed(store: &dyn Store) {
     admitted_with_a_claim_window(store).await;
     // The window is switched off: pending deadlines no longer count.
-    configured(
-        store,
-        RoomConfig {
-            capacity: 1,
-            ..config()
-        },
-    )
-    .await;
+    configured(store, capacity_one(0)).await;
     let report = store.tick(T0 + 2 * MIN, 0).await.unwrap();
     assert_eq!((report.unclaimed, report.admitted), (0, 0));
     assert!(is_active(
@@ -432,15 +421,7 @@ async fn without_a_claim_window_nobody_loses_a_slot_unclaimed(store: &dyn Store)
     ));
     assert_eq!(state(store, "b").await, SessionState::Waiting);
     // Switched on again, deadlines start from the next admissions only.
-    configured(
-        store,
-        RoomConfig {
-            capacity: 1,
-            claim_window_ms: MIN,
-            ..config()
-        },
-    )
-    .await;
+    configured(store, capacity_one(MIN)).await;
     assert_eq!(store.tick(T0 + 4 * MIN, 0).await.unwrap().unclaimed, 0);
     assert!(is_active(&store.session("sid-a", None).await.unwrap()));
 }

@@ -6,23 +6,21 @@ if not cfg then return { 'not_configured' } end
 local admitted, expired, abandoned, closed, more, unclaimed = 0, 0, 0, 0, 0, 0
 local function report() return { 'ok', admitted, expired, abandoned, closed, more, unclaimed } end
 
--- Sessions whose time ran out free their slots.
-local due = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, BATCH)
-if #due == BATCH then more = 1 end
-for _, sid in ipairs(due) do
-  end_active(load_session(sid), 'expired', now)
-  expired = expired + 1
+-- Ends the active sessions whose score in `key` is due by now, as `reason`.
+local function end_due(key, reason)
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, BATCH)
+  if #due == BATCH then more = 1 end
+  for _, sid in ipairs(due) do end_active(load_session(sid), reason, now) end
+  return #due
 end
+
+-- Sessions whose time ran out free their slots.
+expired = end_due(K_ACTIVE, 'expired')
 
 -- Admitted visitors who did not reach the shop's gate within the claim
 -- window lose their slots. Without a window, no deadline is left pending.
 if cfg.claim_ms > 0 then
-  local lapsed = redis.call('ZRANGEBYSCORE', K_UNCLAIMED, '-inf', now, 'LIMIT', 0, BATCH)
-  if #lapsed == BATCH then more = 1 end
-  for _, sid in ipairs(lapsed) do
-    end_active(load_session(sid), 'unclaimed', now)
-    unclaimed = unclaimed + 1
-  end
+  unclaimed = end_due(K_UNCLAIMED, 'unclaimed')
 else
   redis.call('DEL', K_UNCLAIMED)
 end
