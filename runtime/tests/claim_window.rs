@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::gate::Gate as RedisPath;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -78,6 +79,55 @@ async fn a_no_show_loses_the_slot_and_a_visitor_at_the_gate_keeps_it() {
             .await
             .contains("usher_unclaimed_total 1\n")
     );
+}
+
+/// The claim deadline Redis holds for `sid`, if any.
+async fn deadline(room: &Room, sid: &str) -> Option<i64> {
+    redis::cmd("ZSCORE")
+        .arg(format!("usher:{{{ROOM}}}:unclaimed"))
+        .arg(sid)
+        .query_async(&mut room.redis().await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_broker_cut_off_from_redis_lets_a_valid_token_through_and_claims_later() {
+    let room = Room::new(&[
+        ("USHER_CAPACITY", "1"),
+        ("USHER_CLAIM_WINDOW", "6s"),
+        ("USHER_DISPATCH_TICK", "50ms"),
+    ]);
+    let path = RedisPath::to(room.redis.port()).await;
+    let url = path.url();
+    let (_broker, base) = room.broker(&[("USHER_REDIS_URL", url.as_str())]).await;
+    let _dispatcher = room.dispatcher(&[]).await;
+    let a = join(&reqwest::Client::new(), &base).await;
+    let mut events = SseClient::connect(&format!("{base}{}", a.events_url), None).await;
+    let token = admitted(&mut events).await;
+    let admitted_at = Instant::now();
+    assert!(deadline(&room, &a.session_id).await.is_some());
+
+    // Redis is out of reach: the token is valid, so the visitor passes,
+    // but nothing was claimed.
+    path.close();
+    assert_eq!(gate(&base, &token).await.status(), StatusCode::OK);
+    assert!(deadline(&room, &a.session_id).await.is_some());
+
+    // Back in reach: a later pass claims the session, which keeps its slot.
+    path.open();
+    eventually(Duration::from_secs(3), "the claim", || {
+        let (base, token, room, sid) = (&base, &token, &room, &a.session_id);
+        async move {
+            let passed = gate(base, token).await.status() == StatusCode::OK;
+            (passed && deadline(room, sid).await.is_none()).then_some(())
+        }
+    })
+    .await;
+    let past_window = Duration::from_secs(7).saturating_sub(admitted_at.elapsed());
+    tokio::time::sleep(past_window).await;
+    assert_eq!(gate(&base, &token).await.status(), StatusCode::OK);
+    assert_eq!(room_stats(&base).await["active"], 1);
 }
 
 #[tokio::test]
