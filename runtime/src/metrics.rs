@@ -43,7 +43,8 @@ pub struct Metrics {
     pub admissions: AtomicU64,
     pub expirations: AtomicU64,
     pub abandonments: AtomicU64,
-    /// Admitted sessions ended because nobody reached the gate in time.
+    /// Admitted sessions ended because nobody reached the gate in time
+    /// (a dispatcher's steps, or a broker's gate seeing a late claim).
     pub unclaimed: AtomicU64,
     events_sent: [AtomicU64; 4],
     errors: Mutex<BTreeMap<&'static str, u64>>,

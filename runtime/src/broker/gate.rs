@@ -25,7 +25,7 @@ use super::Broker;
 use super::error::ApiError;
 use crate::auth;
 use crate::clock::{now_ms, rfc3339};
-use crate::queue::{QueueError, SessionState};
+use crate::queue::{ClaimOutcome, QueueError, SessionState};
 use crate::tokens::{EntryClaims, EntryTokenVerifier};
 
 /// The cookie, on the shop's host, that carries the entry token.
@@ -141,9 +141,15 @@ impl Broker {
             return Ok(());
         }
         match self.store.claim(sid, now_ms()).await {
-            Ok(view) if matches!(view.session.state, SessionState::Active { .. }) => {}
-            Ok(_) => {
-                return Err(session_ended());
+            Ok(ClaimOutcome { view, lapsed }) => {
+                if lapsed {
+                    self.metrics
+                        .unclaimed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if !matches!(view.session.state, SessionState::Active { .. }) {
+                    return Err(session_ended());
+                }
             }
             // Forgotten by a store that lost its data: the token stays
             // valid until its `exp`, as everywhere else.

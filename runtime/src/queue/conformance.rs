@@ -372,8 +372,8 @@ async fn an_unclaimed_slot_goes_to_the_next_in_line(store: &dyn Store) {
     // Too late: claiming an ended session changes nothing.
     let late = store.claim("sid-a", T0 + MIN + 1).await.unwrap();
     assert_eq!(
-        late.session.state,
-        SessionState::Closed(CloseReason::Unclaimed)
+        (late.view.session.state, late.lapsed),
+        (SessionState::Closed(CloseReason::Unclaimed), false)
     );
     assert_eq!(
         store.claim("nope", T0).await.unwrap_err(),
@@ -383,11 +383,12 @@ async fn an_unclaimed_slot_goes_to_the_next_in_line(store: &dyn Store) {
 
 async fn a_claimed_session_keeps_its_slot_until_it_ends(store: &dyn Store) {
     admitted_with_a_claim_window(store).await;
-    assert!(is_active(
-        &store.claim("sid-a", T0 + MIN - 1).await.unwrap()
-    ));
+    let claimed = store.claim("sid-a", T0 + MIN - 1).await.unwrap();
+    assert!(is_active(&claimed.view) && !claimed.lapsed);
     // Claiming again (another broker) is harmless.
-    assert!(is_active(&store.claim("sid-a", T0 + MIN).await.unwrap()));
+    assert!(is_active(
+        &store.claim("sid-a", T0 + MIN).await.unwrap().view
+    ));
     let report = store.tick(T0 + 2 * MIN, 0).await.unwrap();
     assert_eq!((report.unclaimed, report.admitted), (0, 0));
     assert!(is_active(&store.session("sid-a", None).await.unwrap()));
@@ -400,10 +401,10 @@ async fn a_claimed_session_keeps_its_slot_until_it_ends(store: &dyn Store) {
 
 async fn a_lapsed_claim_ends_the_session_before_any_tick(store: &dyn Store) {
     admitted_with_a_claim_window(store).await;
-    let view = store.claim("sid-a", T0 + MIN).await.unwrap();
+    let late = store.claim("sid-a", T0 + MIN).await.unwrap();
     assert_eq!(
-        view.session.state,
-        SessionState::Closed(CloseReason::Unclaimed)
+        (late.view.session.state, late.lapsed),
+        (SessionState::Closed(CloseReason::Unclaimed), true)
     );
     assert_eq!(store.counts().await.unwrap().active, 0);
     assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().unclaimed, 0);
@@ -417,7 +418,7 @@ async fn without_a_claim_window_nobody_loses_a_slot_unclaimed(store: &dyn Store)
     let report = store.tick(T0 + 2 * MIN, 0).await.unwrap();
     assert_eq!((report.unclaimed, report.admitted), (0, 0));
     assert!(is_active(
-        &store.claim("sid-a", T0 + 3 * MIN).await.unwrap()
+        &store.claim("sid-a", T0 + 3 * MIN).await.unwrap().view
     ));
     assert_eq!(state(store, "b").await, SessionState::Waiting);
     // Switched on again, deadlines start from the next admissions only.

@@ -321,18 +321,22 @@ impl Room {
     }
 
     /// Like `lua/claim.lua`.
-    fn claim(&mut self, sid: &str, now: Millis) -> Result<SessionView> {
+    fn claim(&mut self, sid: &str, now: Millis) -> Result<ClaimOutcome> {
         if !self.sessions.contains_key(sid) {
             return Err(QueueError::UnknownSession);
         }
         let window_on = self.config.as_ref().is_some_and(|c| c.claim_window_ms > 0);
-        if let Some(deadline) = self.unclaimed.remove(sid)
-            && window_on
-            && deadline <= now
-        {
+        let lapsed = self
+            .unclaimed
+            .remove(sid)
+            .is_some_and(|deadline| window_on && deadline <= now);
+        if lapsed {
             self.end_unclaimed_session(sid, now);
         }
-        self.view(sid)
+        Ok(ClaimOutcome {
+            view: self.view(sid)?,
+            lapsed,
+        })
     }
 
     /// Deals the line's tickets out again in a random order.
@@ -478,7 +482,7 @@ impl Store for MemoryStore {
         self.with_room(|r| r.finish(sid, CloseReason::Revoked, now))
     }
 
-    async fn claim(&self, sid: &str, now: Millis) -> Result<SessionView> {
+    async fn claim(&self, sid: &str, now: Millis) -> Result<ClaimOutcome> {
         self.with_room(|r| r.claim(sid, now))
     }
 

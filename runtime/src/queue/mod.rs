@@ -200,6 +200,16 @@ pub struct JoinOutcome {
     pub created: bool,
 }
 
+/// What a claim at the gate found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimOutcome {
+    /// The session as it stands after the claim.
+    pub view: SessionView,
+    /// The claim came after the window lapsed, and ended the session as
+    /// `unclaimed` (before a dispatcher step did).
+    pub lapsed: bool,
+}
+
 /// What one dispatcher tick did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TickReport {
@@ -323,11 +333,11 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView>;
     /// The visitor of an admitted session reached the shop's gate: the
     /// session no longer risks ending unclaimed. A session whose claim
-    /// window has already lapsed ends as `unclaimed` here, whether or not a
-    /// tick got to it first. Returns the session as it stands after; the
-    /// caller lets the visitor in only if it is active. Claiming twice, or
-    /// in a room without a claim window, changes nothing.
-    async fn claim(&self, sid: &str, now: Millis) -> Result<SessionView>;
+    /// window has already lapsed ends as `unclaimed` here, if no tick got
+    /// to it first. The caller lets the visitor in only if the session is
+    /// still active. Claiming twice, or in a room without a claim window,
+    /// changes nothing.
+    async fn claim(&self, sid: &str, now: Millis) -> Result<ClaimOutcome>;
     /// Records that the users of these waiting sessions are still there.
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()>;
     /// Records that presence may have gone unrecorded until `now` (the store

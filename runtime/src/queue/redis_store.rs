@@ -374,9 +374,13 @@ impl Store for RedisStore {
         self.finish(sid, now, CloseReason::Revoked).await
     }
 
-    async fn claim(&self, sid: &str, now: Millis) -> Result<SessionView> {
+    async fn claim(&self, sid: &str, now: Millis) -> Result<ClaimOutcome> {
         let args = [now.to_string(), sid.to_owned()];
-        decode_session(&self.run(&self.scripts.claim, &args).await?)
+        let reply = self.run(&self.scripts.claim, &args).await?;
+        Ok(ClaimOutcome {
+            view: decode_session(&reply)?,
+            lapsed: field::<i64>(&reply, 10)? == 1,
+        })
     }
 
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()> {

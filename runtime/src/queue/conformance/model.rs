@@ -130,15 +130,20 @@ impl Model {
     }
 
     /// The visitor reached the gate: a lapsed claim ends the session.
-    fn claim(&mut self, sid: &str, now: Millis) -> Result<SessionView> {
+    fn claim(&mut self, sid: &str, now: Millis) -> Result<ClaimOutcome> {
         let window_on = self.config.claim_window_ms > 0;
-        if let Some(deadline) = self.find(sid)?.claim_by.take()
-            && window_on
-            && deadline <= now
-        {
+        let lapsed = self
+            .find(sid)?
+            .claim_by
+            .take()
+            .is_some_and(|deadline| window_on && deadline <= now);
+        if lapsed {
             self.end(sid, CloseReason::Unclaimed);
         }
-        self.view(sid)
+        Ok(ClaimOutcome {
+            view: self.view(sid)?,
+            lapsed,
+        })
     }
 
     fn leave(&mut self, sid: &str) -> Result<SessionView> {
