@@ -87,7 +87,7 @@ pub struct WaitingRoomSpec {
 }
 
 /// How admitted visitors return to the shop.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GateSpec {
     /// Origins (`https://shop.example`) the waiting page may send visitors
@@ -103,6 +103,15 @@ pub struct GateSpec {
         pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
     )]
     pub cookie_domain: Option<String>,
+    /// How long an admitted visitor has to reach the shop's gate before the
+    /// slot goes to the next in line, e.g. `2m`: from 1s to 1h. Absent = no
+    /// claim window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new(
+        "duration(self) >= duration('1s') && duration(self) <= duration('1h')"
+    ).message("claimWindow must be from 1s to 1h"))]
+    pub claim_window: Option<String>,
 }
 
 /// An origin as the runtime reads `USHER_RETURN_ORIGINS`: `http(s)://host`,
@@ -409,6 +418,23 @@ mod tests {
         assert!(parse_session_duration(&format!("{hours}h1ms")).is_err());
         assert!(parse_session_duration("1ms").is_ok());
         assert!(parse_session_duration("0ms").is_err());
+    }
+
+    #[test]
+    fn the_schema_bounds_claim_windows_as_the_runtime_does() {
+        use usher_runtime::config::{MAX_CLAIM_WINDOW, MIN_CLAIM_WINDOW, parse_claim_window};
+        let (shortest, longest) = (MIN_CLAIM_WINDOW.as_secs(), MAX_CLAIM_WINDOW.as_secs());
+        assert_eq!(MIN_CLAIM_WINDOW.as_millis(), u128::from(shortest) * 1000);
+        assert_eq!(longest % 3600, 0);
+        let rule = format!(
+            "duration(self) >= duration('{shortest}s') && duration(self) <= duration('{}h')",
+            longest / 3600
+        );
+        assert!(crd_yaml().unwrap().contains(&rule), "{rule} missing");
+        assert!(parse_claim_window(&format!("{shortest}s")).is_ok());
+        assert!(parse_claim_window(&format!("{}ms", shortest * 1000 - 1)).is_err());
+        assert!(parse_claim_window(&format!("{}h", longest / 3600)).is_ok());
+        assert!(parse_claim_window(&format!("{}h1ms", longest / 3600)).is_err());
     }
 
     #[test]

@@ -133,6 +133,7 @@ mod tests {
             closes_at: None,
             paused: false,
             abandon_timeout_ms: 120_000,
+            claim_window_ms: 0,
             revision: 1,
         }
     }

@@ -67,6 +67,10 @@ pub struct RoomArgs {
     /// Drop waiting users whose client is gone (no stream, no poll) this long.
     #[arg(long, env = "USHER_ABANDON_TIMEOUT", default_value = "2m", value_parser = parse_abandon_timeout)]
     pub abandon_timeout: Duration,
+    /// An admitted user who has not reached the shop's gate this long after
+    /// admission loses the slot (1s to 1h); unset = no claim window.
+    #[arg(long, env = "USHER_CLAIM_WINDOW", value_parser = parse_claim_window)]
+    pub claim_window: Option<Duration>,
     /// Orders configurations: a process never replaces the room's rules with
     /// ones of a lower revision (an old pod restarting during a rollout).
     #[arg(long, env = "USHER_CONFIG_REVISION", default_value_t = 0)]
@@ -89,6 +93,7 @@ impl RoomArgs {
             closes_at: self.closes_at,
             paused: self.paused,
             abandon_timeout_ms: self.abandon_timeout.as_millis() as i64,
+            claim_window_ms: self.claim_window.map_or(0, |w| w.as_millis() as i64),
             revision: self.config_revision,
         })
     }
@@ -246,6 +251,11 @@ const MIN_DURATION: Duration = Duration::from_millis(1);
 /// Brokers mark their visitors present at most once a second: a shorter
 /// abandon timeout would drop visitors who are still there.
 pub const MIN_ABANDON_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest claim window: the round trip from the waiting page to the
+/// shop's gate takes a moment, and the dispatcher checks on its tick.
+pub const MIN_CLAIM_WINDOW: Duration = Duration::from_secs(1);
+/// Longest claim window: past it, a no-show holds the slot too long to matter.
+pub const MAX_CLAIM_WINDOW: Duration = Duration::from_secs(3600);
 
 /// A session duration, 1ms to [`MAX_SESSION_DURATION`].
 pub fn parse_session_duration(text: &str) -> Result<Duration, String> {
@@ -255,6 +265,11 @@ pub fn parse_session_duration(text: &str) -> Result<Duration, String> {
 /// An abandon timeout, [`MIN_ABANDON_TIMEOUT`] to [`MAX_ABANDON_TIMEOUT`].
 pub fn parse_abandon_timeout(text: &str) -> Result<Duration, String> {
     parse_duration_within(text, MIN_ABANDON_TIMEOUT, MAX_ABANDON_TIMEOUT)
+}
+
+/// A claim window, [`MIN_CLAIM_WINDOW`] to [`MAX_CLAIM_WINDOW`].
+pub fn parse_claim_window(text: &str) -> Result<Duration, String> {
+    parse_duration_within(text, MIN_CLAIM_WINDOW, MAX_CLAIM_WINDOW)
 }
 
 /// A timer period, 1ms to [`MAX_INTERVAL`].
@@ -385,6 +400,7 @@ mod tests {
             ("dispatcher", "--session-duration", "168h", "8d"),
             ("demo", "--session-duration", "7d", "10000y"),
             ("broker", "--abandon-timeout", "24h", "25h"),
+            ("dispatcher", "--claim-window", "1h", "61m"),
             ("broker", "--position-interval", "5m", "301s"),
             ("broker", "--keepalive-interval", "5m", "1h"),
             ("dispatcher", "--tick", "5m", "6m"),
@@ -406,6 +422,9 @@ mod tests {
         // Presence is marked at most once a second.
         assert!(parse("dispatcher", "--abandon-timeout", "4s").is_err());
         assert!(parse("dispatcher", "--abandon-timeout", "5s").is_ok());
+        // A claim window shorter than a second is refused.
+        assert!(parse("broker", "--claim-window", "999ms").is_err());
+        assert!(parse("broker", "--claim-window", "1s").is_ok());
         // Beyond what the parser can count at all.
         assert!(parse("broker", "--session-duration", "99999999999999999999h").is_err());
     }

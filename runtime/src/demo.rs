@@ -34,6 +34,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             closes_at: None,
             paused: false,
             abandon_timeout_ms: ABANDON_TIMEOUT.as_millis() as i64,
+            claim_window_ms: 0,
             revision: 0,
         },
     );

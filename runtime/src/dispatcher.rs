@@ -99,7 +99,14 @@ impl Dispatcher {
             self.metrics
                 .abandonments
                 .fetch_add(report.abandoned, Relaxed);
-            if report.admitted + report.expired + report.abandoned + report.closed > 0 {
+            self.metrics.unclaimed.fetch_add(report.unclaimed, Relaxed);
+            if report.admitted
+                + report.expired
+                + report.abandoned
+                + report.closed
+                + report.unclaimed
+                > 0
+            {
                 tracing::debug!(?report, "dispatched");
             }
             if !report.more {

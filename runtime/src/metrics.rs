@@ -43,6 +43,9 @@ pub struct Metrics {
     pub admissions: AtomicU64,
     pub expirations: AtomicU64,
     pub abandonments: AtomicU64,
+    /// Admitted sessions ended because nobody reached the gate in time
+    /// (a dispatcher's steps, or a broker's gate seeing a late claim).
+    pub unclaimed: AtomicU64,
     events_sent: [AtomicU64; 4],
     errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Position broadcasts made by this broker.
@@ -113,6 +116,12 @@ impl Metrics {
             "counter",
             "Waiting sessions dropped as gone.",
             get(&self.abandonments),
+        );
+        metric(
+            "usher_unclaimed_total",
+            "counter",
+            "Admitted sessions ended because the visitor did not reach the gate within the claim window.",
+            get(&self.unclaimed),
         );
         metric(
             "usher_broker_ticks_total",

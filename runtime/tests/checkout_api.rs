@@ -333,17 +333,6 @@ async fn a_broker_refuses_to_start_with_a_short_checkout_key() {
     let room = Room::new(&[]);
     let path = room.key_path.with_file_name("short.key");
     std::fs::write(&path, "too-short\n").unwrap();
-    let output = room
-        .command("broker")
-        .env("USHER_CHECKOUT_KEY", &path)
-        .env(
-            "USHER_LISTEN",
-            format!("127.0.0.1:{}", usher_runtime::testing::free_port()),
-        )
-        .env("USHER_METRICS_LISTEN", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = room.refused_at_start("broker", &[("USHER_CHECKOUT_KEY", path.to_str().unwrap())]);
     assert!(stderr.contains("at least 32"), "{stderr}");
 }

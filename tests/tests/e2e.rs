@@ -252,6 +252,14 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
             "sessionDuration: 10m\n  opensAt: \"2026-12-01T10:00:00+02:00\"",
             "spec.opensAt",
         ),
+        (
+            "sessionDuration: 10m\n  gate: {claimWindow: 500ms}",
+            "claimWindow must be from 1s to 1h",
+        ),
+        (
+            "sessionDuration: 10m\n  gate: {claimWindow: 61m}",
+            "claimWindow must be from 1s to 1h",
+        ),
     ] {
         let manifest = room_manifest("redis://127.0.0.1:1/", 5, false)
             .replace("sessionDuration: 10m", spoiled);

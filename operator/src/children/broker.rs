@@ -191,6 +191,7 @@ mod tests {
                 "https://m.shop.example".into(),
             ],
             cookie_domain: Some("shop.example".into()),
+            ..Default::default()
         });
         let deployment = deployment(&room, &inputs());
         let pod = deployment.spec.unwrap().template.spec.unwrap();

@@ -42,6 +42,11 @@ pub fn room_env(room: &WaitingRoom, config_revision: i64) -> Vec<EnvVar> {
     if let Some(at) = &spec.closes_at {
         env.push(plain("USHER_CLOSES_AT", at.clone()));
     }
+    // A room rule (dispatchers end unclaimed sessions, brokers claim them),
+    // so both roles get it and it is part of the config hash.
+    if let Some(window) = spec.gate.as_ref().and_then(|g| g.claim_window.as_ref()) {
+        env.push(plain("USHER_CLAIM_WINDOW", window.clone()));
+    }
     env
 }
 
@@ -102,7 +107,8 @@ mod tests {
         let room = room(serde_json::json!({
             "capacity": 500, "admissionRate": 300, "sessionDuration": "10m", "queueing": "Random",
             "opensAt": "2026-12-01T10:00:00Z", "closesAt": "2026-12-01T18:00:00Z", "paused": true,
-            "eventId": "concert-2026", "redis": {"url": "redis://redis:6379/"}
+            "eventId": "concert-2026", "redis": {"url": "redis://redis:6379/"},
+            "gate": {"claimWindow": "2m"}
         }));
         let env = room_env(&room, 7);
         for (name, expected) in [
@@ -116,6 +122,7 @@ mod tests {
             ("USHER_CLOSES_AT", "2026-12-01T18:00:00Z"),
             ("USHER_PAUSED", "true"),
             ("USHER_CONFIG_REVISION", "7"),
+            ("USHER_CLAIM_WINDOW", "2m"),
         ] {
             assert_eq!(value(&env, name), Some(expected), "{name}");
         }
@@ -127,6 +134,7 @@ mod tests {
         assert_eq!(value(&env, "USHER_ROOM"), Some("concert"));
         assert!(value(&env, "USHER_OPENS_AT").is_none());
         assert!(value(&env, "USHER_CLOSES_AT").is_none());
+        assert!(value(&env, "USHER_CLAIM_WINDOW").is_none());
     }
 
     #[test]
@@ -159,5 +167,11 @@ mod tests {
         let mut paused = basic();
         paused.spec.paused = true;
         assert_ne!(config_hash(&base), config_hash(&paused));
+        let mut claimed = basic();
+        claimed.spec.gate = Some(crate::crd::GateSpec {
+            claim_window: Some("2m".into()),
+            ..Default::default()
+        });
+        assert_ne!(config_hash(&base), config_hash(&claimed));
     }
 }

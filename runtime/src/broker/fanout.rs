@@ -174,6 +174,11 @@ impl Fanout {
         self.lock().config = Some(config);
     }
 
+    /// The room's claim window as this broker last read its rules (0: none).
+    pub fn claim_window_ms(&self) -> Millis {
+        self.lock().config.as_ref().map_or(0, |c| c.claim_window_ms)
+    }
+
     /// Seconds until `position` is admitted, as shown to users.
     pub fn eta(&self, position: u64, now: Millis) -> Option<u64> {
         eta(self.lock().admission_pace(now), position)

@@ -6,8 +6,15 @@
 //! verified by signature once and then remembered, and sessions that ended
 //! (completed, revoked, expired, left) are known from the room's change
 //! stream, so no request costs a Redis call.
+//!
+//! With a claim window, the first pass of a session on this broker also
+//! claims the session in the store (one script call), so that it does not
+//! end as `unclaimed`; later passes cost nothing. A claim the store says
+//! came too late refuses the visitor. A claim the store cannot take (it is
+//! unreachable) lets the visitor through, since the token is valid; the
+//! next pass tries again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -18,6 +25,7 @@ use super::Broker;
 use super::error::ApiError;
 use crate::auth;
 use crate::clock::{now_ms, rfc3339};
+use crate::queue::{ClaimOutcome, QueueError, SessionState};
 use crate::tokens::{EntryClaims, EntryTokenVerifier};
 
 /// The cookie, on the shop's host, that carries the entry token.
@@ -26,17 +34,24 @@ pub const ENTRY_COOKIE: &str = "usher_entry";
 const USER_HEADER: HeaderName = HeaderName::from_static("x-usher-user");
 const SESSION_HEADER: HeaderName = HeaderName::from_static("x-usher-session");
 const EXPIRES_HEADER: HeaderName = HeaderName::from_static("x-usher-expires-at");
-/// The most verified tokens remembered; past it the memory starts over.
+/// The most verified tokens (and claimed sessions) remembered; past it the
+/// memory starts over.
 const MAX_REMEMBERED: usize = 100_000;
 
 /// Verifies entry tokens, remembering those it verified.
 pub struct Gate {
     verifier: EntryTokenVerifier,
     verified: Mutex<HashMap<String, Arc<EntryClaims>>>,
+    /// Sessions this broker has claimed in the store (or found it had lost).
+    claimed: Mutex<HashSet<String>>,
 }
 
 fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+fn session_ended() -> ApiError {
+    refused("session_ended", "the session of this entry token has ended")
 }
 
 impl Gate {
@@ -44,7 +59,23 @@ impl Gate {
         Gate {
             verifier,
             verified: Mutex::default(),
+            claimed: Mutex::default(),
         }
+    }
+
+    fn is_claimed(&self, sid: &str) -> bool {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(sid)
+    }
+
+    fn remember_claimed(&self, sid: &str) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        if claimed.len() >= MAX_REMEMBERED {
+            claimed.clear();
+        }
+        claimed.insert(sid.to_owned());
     }
 
     /// The claims of a token whose signature, room and issuer are good.
@@ -98,12 +129,41 @@ impl Broker {
             ));
         }
         if self.fanout.has_ended(&claims.sid) {
-            return Err(refused(
-                "session_ended",
-                "the session of this entry token has ended",
-            ));
+            return Err(session_ended());
         }
         Ok(claims)
+    }
+
+    /// With a claim window, claims the session on its first pass through
+    /// this broker's gate; refuses it if the store says it already ended.
+    async fn claim_at_gate(&self, sid: &str) -> Result<(), ApiError> {
+        if self.fanout.claim_window_ms() == 0 || self.gate.is_claimed(sid) {
+            return Ok(());
+        }
+        match self.store.claim(sid, now_ms()).await {
+            Ok(ClaimOutcome { view, lapsed }) => {
+                if lapsed {
+                    self.metrics
+                        .unclaimed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if !matches!(view.session.state, SessionState::Active { .. }) {
+                    return Err(session_ended());
+                }
+            }
+            // Forgotten by a store that lost its data: the token stays
+            // valid until its `exp`, as everywhere else.
+            Err(QueueError::UnknownSession) => {}
+            Err(e) => {
+                self.metrics
+                    .store_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, sid, "cannot claim the session; letting it through");
+                return Ok(());
+            }
+        }
+        self.gate.remember_claimed(sid);
+        Ok(())
     }
 }
 
@@ -116,6 +176,7 @@ pub(super) async fn check(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let claims = broker.admit_at_gate(&headers)?;
+    broker.claim_at_gate(&claims.sid).await?;
     broker
         .metrics
         .gate_passes

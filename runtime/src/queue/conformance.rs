@@ -21,6 +21,7 @@ fn config() -> RoomConfig {
         closes_at: None,
         paused: false,
         abandon_timeout_ms: 2 * MIN,
+        claim_window_ms: 0,
         revision: 0,
     }
 }
@@ -75,6 +76,7 @@ async fn configuration_round_trips(store: &dyn Store) {
         closes_at: Some(T0 + 60 * MIN),
         queueing: Queueing::Random,
         paused: true,
+        claim_window_ms: 90_000,
         ..config()
     };
     configured(store, config.clone()).await;
@@ -221,17 +223,23 @@ async fn closed_sessions_are_remembered_while_their_tokens_could_live(store: &dy
 
 /// A room of capacity 1 where `a` was admitted at T0 and `b` waits.
 async fn one_active_one_waiting(store: &dyn Store) {
-    configured(
-        store,
-        RoomConfig {
-            capacity: 1,
-            ..config()
-        },
-    )
-    .await;
+    a_admitted_b_waiting(store, 0).await;
+}
+
+/// [`one_active_one_waiting`] with a claim window of `claim_window_ms`.
+async fn a_admitted_b_waiting(store: &dyn Store, claim_window_ms: Millis) {
+    configured(store, capacity_one(claim_window_ms)).await;
     join(store, "a", T0).await;
     join(store, "b", T0).await;
     store.tick(T0, 0).await.unwrap();
+}
+
+fn capacity_one(claim_window_ms: Millis) -> RoomConfig {
+    RoomConfig {
+        capacity: 1,
+        claim_window_ms,
+        ..config()
+    }
 }
 
 async fn completing_frees_the_slot_at_once(store: &dyn Store) {
@@ -330,6 +338,93 @@ async fn sessions_expire_after_their_duration(store: &dyn Store) {
         state(store, "a").await,
         SessionState::Closed(CloseReason::Expired)
     );
+}
+
+/// [`one_active_one_waiting`] with a claim window of a minute; `b` stays
+/// present through it.
+async fn admitted_with_a_claim_window(store: &dyn Store) {
+    a_admitted_b_waiting(store, MIN).await;
+    store.touch(&["sid-b".into()], T0 + MIN).await.unwrap();
+}
+
+async fn an_unclaimed_slot_goes_to_the_next_in_line(store: &dyn Store) {
+    admitted_with_a_claim_window(store).await;
+    let cursor = store.snapshot().await.unwrap().cursor;
+    assert_eq!(store.tick(T0 + MIN - 1, 0).await.unwrap().unclaimed, 0);
+    let report = store.tick(T0 + MIN, 0).await.unwrap();
+    assert_eq!((report.unclaimed, report.admitted), (1, 1));
+    assert_eq!(
+        state(store, "a").await,
+        SessionState::Closed(CloseReason::Unclaimed)
+    );
+    assert!(is_active(&store.session("sid-b", None).await.unwrap()));
+    let batch = store
+        .changes(&cursor, 10, std::time::Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        batch.changes[0].1,
+        Change::Ended {
+            sid: "sid-a".into(),
+            reason: CloseReason::Unclaimed
+        }
+    );
+    // Too late: claiming an ended session changes nothing.
+    let late = store.claim("sid-a", T0 + MIN + 1).await.unwrap();
+    assert_eq!(
+        (late.view.session.state, late.lapsed),
+        (SessionState::Closed(CloseReason::Unclaimed), false)
+    );
+    assert_eq!(
+        store.claim("nope", T0).await.unwrap_err(),
+        QueueError::UnknownSession
+    );
+}
+
+async fn a_claimed_session_keeps_its_slot_until_it_ends(store: &dyn Store) {
+    admitted_with_a_claim_window(store).await;
+    let claimed = store.claim("sid-a", T0 + MIN - 1).await.unwrap();
+    assert!(is_active(&claimed.view) && !claimed.lapsed);
+    // Claiming again (another broker) is harmless.
+    assert!(is_active(
+        &store.claim("sid-a", T0 + MIN).await.unwrap().view
+    ));
+    let report = store.tick(T0 + 2 * MIN, 0).await.unwrap();
+    assert_eq!((report.unclaimed, report.admitted), (0, 0));
+    assert!(is_active(&store.session("sid-a", None).await.unwrap()));
+    store.touch(&["sid-b".into()], T0 + 10 * MIN).await.unwrap();
+    let report = store.tick(T0 + 10 * MIN, 0).await.unwrap();
+    assert_eq!((report.expired, report.unclaimed), (1, 0));
+    // b's own window runs from its admission.
+    assert_eq!(store.tick(T0 + 11 * MIN, 0).await.unwrap().unclaimed, 1);
+}
+
+async fn a_lapsed_claim_ends_the_session_before_any_tick(store: &dyn Store) {
+    admitted_with_a_claim_window(store).await;
+    let late = store.claim("sid-a", T0 + MIN).await.unwrap();
+    assert_eq!(
+        (late.view.session.state, late.lapsed),
+        (SessionState::Closed(CloseReason::Unclaimed), true)
+    );
+    assert_eq!(store.counts().await.unwrap().active, 0);
+    assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().unclaimed, 0);
+    assert!(is_active(&store.session("sid-b", None).await.unwrap()));
+}
+
+async fn without_a_claim_window_nobody_loses_a_slot_unclaimed(store: &dyn Store) {
+    admitted_with_a_claim_window(store).await;
+    // The window is switched off: pending deadlines no longer count.
+    configured(store, capacity_one(0)).await;
+    let report = store.tick(T0 + 2 * MIN, 0).await.unwrap();
+    assert_eq!((report.unclaimed, report.admitted), (0, 0));
+    assert!(is_active(
+        &store.claim("sid-a", T0 + 3 * MIN).await.unwrap().view
+    ));
+    assert_eq!(state(store, "b").await, SessionState::Waiting);
+    // Switched on again, deadlines start from the next admissions only.
+    configured(store, capacity_one(MIN)).await;
+    assert_eq!(store.tick(T0 + 4 * MIN, 0).await.unwrap().unclaimed, 0);
+    assert!(is_active(&store.session("sid-a", None).await.unwrap()));
 }
 
 async fn leaving_works_while_waiting_and_while_active(store: &dyn Store) {
@@ -721,12 +816,17 @@ fn add(total: &mut TickReport, report: &TickReport) {
     total.expired += report.expired;
     total.abandoned += report.abandoned;
     total.closed += report.closed;
+    total.unclaimed += report.unclaimed;
 }
 
 /// The random runs must reach every kind of transition, or they prove little.
 fn assert_all_transitions(total: &TickReport) {
     assert!(
-        total.admitted > 50 && total.expired > 0 && total.abandoned > 0 && total.closed > 0,
+        total.admitted > 50
+            && total.expired > 0
+            && total.abandoned > 0
+            && total.closed > 0
+            && total.unclaimed > 0,
         "{total:?}"
     );
 }
@@ -782,6 +882,10 @@ conformance!(
     completing_frees_the_slot_at_once,
     revoking_frees_the_slot_and_tells_the_change_stream,
     sessions_expire_after_their_duration,
+    an_unclaimed_slot_goes_to_the_next_in_line,
+    a_claimed_session_keeps_its_slot_until_it_ends,
+    a_lapsed_claim_ends_the_session_before_any_tick,
+    without_a_claim_window_nobody_loses_a_slot_unclaimed,
     leaving_works_while_waiting_and_while_active,
     pause_stops_admissions_and_keeps_the_line,
     admission_rate_is_never_exceeded,

@@ -34,6 +34,8 @@ struct Room {
     waiting: BTreeMap<u64, String>,
     /// (expires_at, sid)
     active: BTreeSet<(Millis, String)>,
+    /// sid -> claim deadline, for admitted sessions not yet seen at the gate.
+    unclaimed: HashMap<String, Millis>,
     /// sid -> last seen, for waiting sessions.
     seen: HashMap<String, Millis>,
     /// Nobody counts as unseen before this (see [`Store::presence_lapsed`]).
@@ -127,6 +129,7 @@ impl Room {
 
     fn end_active(&mut self, sid: &str, expires_at: Millis, reason: CloseReason, now: Millis) {
         self.active.remove(&(expires_at, sid.to_owned()));
+        self.unclaimed.remove(sid);
         self.close(sid, reason, now);
         self.emit(Change::Ended {
             sid: sid.to_owned(),
@@ -145,6 +148,10 @@ impl Room {
         };
         let (user, ticket) = (session.user.clone(), session.ticket);
         self.active.insert((expires_at, sid.to_owned()));
+        if config.claim_window_ms > 0 {
+            self.unclaimed
+                .insert(sid.to_owned(), now + config.claim_window_ms);
+        }
         if config.rate_limited() {
             self.admits.push_back(now);
         }
@@ -205,6 +212,7 @@ impl Room {
             self.end_active(&sid, at, CloseReason::Expired, now);
             report.expired += 1;
         }
+        report.unclaimed = self.end_unclaimed(&config, now, &mut report.more);
 
         let cutoff = now - config.abandon_timeout_ms;
         let mut abandoned: Vec<_> = self
@@ -280,6 +288,55 @@ impl Room {
         }
         report.more |= report.admitted == TICK_BATCH as u64;
         Ok(report)
+    }
+
+    /// Ends, as `unclaimed`, the admitted sessions whose claim deadline
+    /// passed (in deadline order, like `lua/tick.lua`); returns how many.
+    fn end_unclaimed(&mut self, config: &RoomConfig, now: Millis, more: &mut bool) -> u64 {
+        if config.claim_window_ms == 0 {
+            self.unclaimed.clear();
+            return 0;
+        }
+        let mut lapsed: Vec<(Millis, String)> = self
+            .unclaimed
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(sid, deadline)| (*deadline, sid.clone()))
+            .collect();
+        lapsed.sort();
+        lapsed.truncate(TICK_BATCH);
+        *more |= lapsed.len() == TICK_BATCH;
+        for (_, sid) in &lapsed {
+            self.end_unclaimed_session(sid, now);
+        }
+        lapsed.len() as u64
+    }
+
+    fn end_unclaimed_session(&mut self, sid: &str, now: Millis) {
+        if let Some(SessionState::Active { expires_at, .. }) =
+            self.sessions.get(sid).map(|s| s.state)
+        {
+            self.end_active(sid, expires_at, CloseReason::Unclaimed, now);
+        }
+    }
+
+    /// Like `lua/claim.lua`.
+    fn claim(&mut self, sid: &str, now: Millis) -> Result<ClaimOutcome> {
+        if !self.sessions.contains_key(sid) {
+            return Err(QueueError::UnknownSession);
+        }
+        let window_on = self.config.as_ref().is_some_and(|c| c.claim_window_ms > 0);
+        let lapsed = self
+            .unclaimed
+            .remove(sid)
+            .is_some_and(|deadline| window_on && deadline <= now);
+        if lapsed {
+            self.end_unclaimed_session(sid, now);
+        }
+        Ok(ClaimOutcome {
+            view: self.view(sid)?,
+            lapsed,
+        })
     }
 
     /// Deals the line's tickets out again in a random order.
@@ -423,6 +480,10 @@ impl Store for MemoryStore {
 
     async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView> {
         self.with_room(|r| r.finish(sid, CloseReason::Revoked, now))
+    }
+
+    async fn claim(&self, sid: &str, now: Millis) -> Result<ClaimOutcome> {
+        self.with_room(|r| r.claim(sid, now))
     }
 
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()> {

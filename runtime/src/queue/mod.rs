@@ -112,6 +112,9 @@ pub struct RoomConfig {
     pub paused: bool,
     /// A waiting session unseen (no stream, no poll) this long is dropped.
     pub abandon_timeout_ms: Millis,
+    /// An admitted session not claimed at the shop's gate ([`Store::claim`])
+    /// this long after its admission ends as `unclaimed`; 0 = no window.
+    pub claim_window_ms: Millis,
     /// Rules of a lower revision never replace these (0 when unversioned).
     pub revision: u64,
 }
@@ -127,6 +130,8 @@ pub enum CloseReason {
     RoomClosed,
     /// The shop's checkout ended the session (`POST .../checkout/revoke`).
     Revoked,
+    /// Admitted, but never reached the shop's gate within the claim window.
+    Unclaimed,
 }
 
 impl CloseReason {
@@ -138,6 +143,7 @@ impl CloseReason {
             CloseReason::Abandoned => "abandoned",
             CloseReason::RoomClosed => "room_closed",
             CloseReason::Revoked => "revoked",
+            CloseReason::Unclaimed => "unclaimed",
         }
     }
 
@@ -149,6 +155,7 @@ impl CloseReason {
             "abandoned" => CloseReason::Abandoned,
             "room_closed" => CloseReason::RoomClosed,
             "revoked" => CloseReason::Revoked,
+            "unclaimed" => CloseReason::Unclaimed,
             _ => return None,
         })
     }
@@ -193,6 +200,16 @@ pub struct JoinOutcome {
     pub created: bool,
 }
 
+/// What a claim at the gate found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimOutcome {
+    /// The session as it stands after the claim.
+    pub view: SessionView,
+    /// The claim came after the window lapsed, and ended the session as
+    /// `unclaimed` (before a dispatcher step did).
+    pub lapsed: bool,
+}
+
 /// What one dispatcher tick did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TickReport {
@@ -200,6 +217,8 @@ pub struct TickReport {
     pub expired: u64,
     pub abandoned: u64,
     pub closed: u64,
+    /// Admitted sessions that ended unclaimed (see [`RoomConfig::claim_window_ms`]).
+    pub unclaimed: u64,
     /// A step hit [`TICK_BATCH`]: call again without waiting.
     pub more: bool,
 }
@@ -312,6 +331,13 @@ pub trait Store: Send + Sync + 'static {
     /// away). Revoking twice is harmless; a session that is waiting, or
     /// ended for another reason, is `NotActive` and keeps its state.
     async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView>;
+    /// The visitor of an admitted session reached the shop's gate: the
+    /// session no longer risks ending unclaimed. A session whose claim
+    /// window has already lapsed ends as `unclaimed` here, if no tick got
+    /// to it first. The caller lets the visitor in only if the session is
+    /// still active. Claiming twice, or in a room without a claim window,
+    /// changes nothing.
+    async fn claim(&self, sid: &str, now: Millis) -> Result<ClaimOutcome>;
     /// Records that the users of these waiting sessions are still there.
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()>;
     /// Records that presence may have gone unrecorded until `now` (the store
@@ -364,6 +390,7 @@ impl RoomConfig {
             closes_at: None,
             paused: false,
             abandon_timeout_ms,
+            claim_window_ms: 0,
             revision: 0,
         }
     }

@@ -27,9 +27,19 @@ const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The keys every script receives, in the order `lua/common.lua` names them.
-const SCRIPT_KEYS: [&str; 11] = [
-    "cfg", "meta", "users", "sessions", "waiting", "active", "seen", "admits", "closed", "events",
+const SCRIPT_KEYS: [&str; 12] = [
+    "cfg",
+    "meta",
+    "users",
+    "sessions",
+    "waiting",
+    "active",
+    "seen",
+    "admits",
+    "closed",
+    "events",
     "purged",
+    "unclaimed",
 ];
 /// How long a purged room's mark stops its leftover processes from
 /// restoring its rules.
@@ -41,6 +51,7 @@ struct Scripts {
     session: Script,
     leave: Script,
     finish: Script,
+    claim: Script,
     presence: Script,
     tick: Script,
     counts: Script,
@@ -56,6 +67,7 @@ impl Scripts {
             session: with_common(include_str!("lua/session.lua")),
             leave: with_common(include_str!("lua/leave.lua")),
             finish: with_common(include_str!("lua/finish.lua")),
+            claim: with_common(include_str!("lua/claim.lua")),
             presence: with_common(include_str!("lua/presence.lua")),
             tick: with_common(include_str!("lua/tick.lua")),
             counts: with_common(include_str!("lua/counts.lua")),
@@ -270,6 +282,7 @@ impl RedisStore {
             c.closes_at.unwrap_or(0).to_string(),
             if c.paused { "1" } else { "0" }.to_owned(),
             c.abandon_timeout_ms.to_string(),
+            c.claim_window_ms.to_string(),
             c.revision.to_string(),
             mode.to_owned(),
         ];
@@ -326,6 +339,8 @@ impl Store for RedisStore {
             closes_at: optional(num("closes_at")?),
             paused: num("paused")? == 1,
             abandon_timeout_ms: num("abandon_ms")?,
+            // Absent in rules written before the claim window existed.
+            claim_window_ms: map.get("claim_ms").map_or(Ok(0), |_| num("claim_ms"))?,
             revision: num("revision")? as u64,
         }))
     }
@@ -359,6 +374,15 @@ impl Store for RedisStore {
         self.finish(sid, now, CloseReason::Revoked).await
     }
 
+    async fn claim(&self, sid: &str, now: Millis) -> Result<ClaimOutcome> {
+        let args = [now.to_string(), sid.to_owned()];
+        let reply = self.run(&self.scripts.claim, &args).await?;
+        Ok(ClaimOutcome {
+            view: decode_session(&reply)?,
+            lapsed: field::<i64>(&reply, 10)? == 1,
+        })
+    }
+
     async fn touch(&self, sids: &[String], now: Millis) -> Result<()> {
         for chunk in sids.chunks(TICK_BATCH) {
             let mut cmd = redis::cmd("ZADD");
@@ -389,6 +413,7 @@ impl Store for RedisStore {
             abandoned: field(&reply, 3)?,
             closed: field(&reply, 4)?,
             more: field::<i64>(&reply, 5)? == 1,
+            unclaimed: field(&reply, 6)?,
         })
     }
 

@@ -142,6 +142,20 @@ impl Room {
         cmd
     }
 
+    /// Runs `usher <role>` with `extra` on top of the room's environment,
+    /// expecting it to refuse to start; returns what it wrote to stderr.
+    pub fn refused_at_start(&self, role: &str, extra: &[(&str, &str)]) -> String {
+        let output = self
+            .command(role)
+            .env("USHER_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("USHER_METRICS_LISTEN", "127.0.0.1:0")
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{role} {extra:?} started");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     /// Starts a broker on `port` and waits until it is ready.
     pub async fn broker_on(&self, port: u16, extra: &[(&str, &str)]) -> Usher {
         let process = self.spawn("broker", port, extra);

@@ -11,6 +11,8 @@ use super::super::*;
 struct Entry {
     session: Session,
     seen: Millis,
+    /// The claim deadline of an admitted session not yet claimed.
+    claim_by: Option<Millis>,
 }
 
 struct Model {
@@ -65,6 +67,7 @@ impl Model {
 
     fn admit(&mut self, sid: &str, now: Millis) {
         let duration = self.config.session_duration_ms;
+        let window = self.config.claim_window_ms;
         let entry = self
             .entries
             .iter_mut()
@@ -74,6 +77,7 @@ impl Model {
             admitted_at: now,
             expires_at: now + duration,
         };
+        entry.claim_by = (window > 0).then_some(now + window);
         self.admitted_total += 1;
         if self.config.rate_limited() {
             self.admits.push(now);
@@ -105,7 +109,11 @@ impl Model {
             ticket,
             state: SessionState::Waiting,
         };
-        self.entries.push(Entry { session, seen: now });
+        self.entries.push(Entry {
+            session,
+            seen: now,
+            claim_by: None,
+        });
         if self.config.queueing == Queueing::Passthrough {
             self.admit(sid, now);
         }
@@ -116,7 +124,26 @@ impl Model {
     }
 
     fn end(&mut self, sid: &str, reason: CloseReason) {
-        self.find(sid).unwrap().session.state = SessionState::Closed(reason);
+        let entry = self.find(sid).unwrap();
+        entry.session.state = SessionState::Closed(reason);
+        entry.claim_by = None;
+    }
+
+    /// The visitor reached the gate: a lapsed claim ends the session.
+    fn claim(&mut self, sid: &str, now: Millis) -> Result<ClaimOutcome> {
+        let window_on = self.config.claim_window_ms > 0;
+        let lapsed = self
+            .find(sid)?
+            .claim_by
+            .take()
+            .is_some_and(|deadline| window_on && deadline <= now);
+        if lapsed {
+            self.end(sid, CloseReason::Unclaimed);
+        }
+        Ok(ClaimOutcome {
+            view: self.view(sid)?,
+            lapsed,
+        })
     }
 
     fn leave(&mut self, sid: &str) -> Result<SessionView> {
@@ -155,6 +182,21 @@ impl Model {
         for sid in expired {
             self.end(&sid, CloseReason::Expired);
             report.expired += 1;
+        }
+        let lapsed: Vec<String> = self
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let lapsed = e.claim_by.is_some_and(|at| at <= now);
+                (lapsed && self.config.claim_window_ms > 0).then(|| e.session.id.clone())
+            })
+            .collect();
+        if self.config.claim_window_ms == 0 {
+            self.entries.iter_mut().for_each(|e| e.claim_by = None);
+        }
+        for sid in lapsed {
+            self.end(&sid, CloseReason::Unclaimed);
+            report.unclaimed += 1;
         }
         let absent: Vec<String> = self
             .waiting()
@@ -251,6 +293,7 @@ fn random_config(rng: &mut StdRng, base: &RoomConfig) -> RoomConfig {
     RoomConfig {
         capacity: rng.gen_range(0..4),
         admission_rate: rng.gen_bool(0.3).then_some(30),
+        claim_window_ms: if rng.gen_bool(0.5) { 25_000 } else { 0 },
         paused: rng.gen_bool(0.2),
         queueing: match rng.gen_range(0..10) {
             0 => Queueing::Passthrough,
@@ -283,6 +326,7 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         closes_at: (seed % 4 == 1).then_some(t0 + 500_000),
         paused: false,
         abandon_timeout_ms: 60_000,
+        claim_window_ms: if seed % 3 == 2 { 0 } else { 40_000 },
         revision: 0,
     };
     store.configure(&base).await.unwrap();
@@ -333,7 +377,7 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
                     "complete: {context}"
                 );
             }
-            50..=54 => {
+            50..=52 => {
                 let sid = pick(&mut rng, &sids);
                 assert_eq!(
                     store.revoke(&sid, now).await,
@@ -341,7 +385,15 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
                     "revoke: {context}"
                 );
             }
-            55..=64 => {
+            53..=57 => {
+                let sid = pick(&mut rng, &sids);
+                assert_eq!(
+                    store.claim(&sid, now).await,
+                    model.claim(&sid, now),
+                    "claim: {context}"
+                );
+            }
+            58..=64 => {
                 let sid = pick(&mut rng, &sids);
                 model.touch(&sid, now);
                 assert_eq!(

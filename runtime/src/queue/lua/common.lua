@@ -2,7 +2,7 @@
 -- the scripts run unchanged on Redis Cluster. The key order is fixed:
 local K_CFG, K_META, K_USERS, K_SESSIONS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_WAITING, K_ACTIVE, K_SEEN, K_ADMITS = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local K_CLOSED, K_EVENTS, K_PURGED = KEYS[9], KEYS[10], KEYS[11]
+local K_CLOSED, K_EVENTS, K_PURGED, K_UNCLAIMED = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 
 local EVENTS_MAXLEN = 100000
 local BATCH = 1000
@@ -26,6 +26,7 @@ local function load_config()
     closes_at = tonumber(c.closes_at or '0'),-- 0: no closing time
     paused = c.paused == '1',
     abandon_ms = tonumber(c.abandon_ms),
+    claim_ms = tonumber(c.claim_ms or '0'), -- 0: no claim window
   }
 end
 
@@ -78,6 +79,7 @@ end
 
 local function end_active(s, reason, now)
   redis.call('ZREM', K_ACTIVE, s.sid)
+  redis.call('ZREM', K_UNCLAIMED, s.sid)
   close_session(s, reason, now)
   emit('e', 's', s.sid, 'r', reason)
 end
@@ -88,6 +90,9 @@ local function admit(s, cfg, now)
   s.expires = now + cfg.session_ms
   save_session(s)
   redis.call('ZADD', K_ACTIVE, s.expires, s.sid)
+  -- Until the visitor reaches the shop's gate (claim.lua), the session
+  -- ends as unclaimed at this deadline (tick.lua).
+  if cfg.claim_ms > 0 then redis.call('ZADD', K_UNCLAIMED, now + cfg.claim_ms, s.sid) end
   if cfg.rate > 0 and cfg.mode ~= 'Passthrough' then redis.call('ZADD', K_ADMITS, now, s.sid) end
   redis.call('HINCRBY', K_META, 'admitted_total', 1)
   emit('a', 's', s.sid, 'u', s.user, 't', int(s.ticket), 'aa', int(now), 'ex', int(s.expires))

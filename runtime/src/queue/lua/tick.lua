@@ -1,16 +1,28 @@
 -- One dispatcher step. ARGV: now seed
--- Returns { 'ok', admitted, expired, abandoned, closed, more }
+-- Returns { 'ok', admitted, expired, abandoned, closed, more, unclaimed }
 local now, seed = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cfg = load_config()
 if not cfg then return { 'not_configured' } end
-local admitted, expired, abandoned, closed, more = 0, 0, 0, 0, 0
+local admitted, expired, abandoned, closed, more, unclaimed = 0, 0, 0, 0, 0, 0
+local function report() return { 'ok', admitted, expired, abandoned, closed, more, unclaimed } end
+
+-- Ends the active sessions whose score in `key` is due by now, as `reason`.
+local function end_due(key, reason)
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, BATCH)
+  if #due == BATCH then more = 1 end
+  for _, sid in ipairs(due) do end_active(load_session(sid), reason, now) end
+  return #due
+end
 
 -- Sessions whose time ran out free their slots.
-local due = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, BATCH)
-if #due == BATCH then more = 1 end
-for _, sid in ipairs(due) do
-  end_active(load_session(sid), 'expired', now)
-  expired = expired + 1
+expired = end_due(K_ACTIVE, 'expired')
+
+-- Admitted visitors who did not reach the shop's gate within the claim
+-- window lose their slots. Without a window, no deadline is left pending.
+if cfg.claim_ms > 0 then
+  unclaimed = end_due(K_UNCLAIMED, 'unclaimed')
+else
+  redis.call('DEL', K_UNCLAIMED)
 end
 
 -- Waiting users unseen for the abandon timeout leave the line, unless
@@ -44,10 +56,10 @@ if cfg.closes_at > 0 and now >= cfg.closes_at then
     remove_waiting(load_session(sid), 'room_closed', now)
     closed = closed + 1
   end
-  return { 'ok', admitted, expired, abandoned, closed, more }
+  return report()
 end
 if cfg.opens_at > 0 and now < cfg.opens_at then
-  return { 'ok', admitted, expired, abandoned, closed, more }
+  return report()
 end
 
 -- Opening: a Random room deals the pre-queue's tickets out again, once.
@@ -77,7 +89,7 @@ if redis.call('HGET', K_META, 'opened') ~= '1' then
   end
   emit('o')
 end
-if cfg.paused then return { 'ok', admitted, expired, abandoned, closed, more } end
+if cfg.paused then return report() end
 
 -- Admission budget: free slots, the rate window and a token bucket that
 -- spreads a minute's rate evenly (one second's worth of burst).
@@ -112,4 +124,4 @@ end
 if tokens then
   redis.call('HSET', K_META, 'tokens', string.format('%.17g', tokens - admitted), 'tokens_at', int(tokens_at))
 end
-return { 'ok', admitted, expired, abandoned, closed, more }
+return report()
