@@ -182,6 +182,12 @@ mod tests {
     use super::super::fixtures::*;
     use super::*;
 
+    fn env_value(env: &[EnvVar], name: &str) -> Option<String> {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    }
+
     #[test]
     fn the_gate_settings_reach_the_brokers() {
         let mut room = basic();
@@ -196,11 +202,7 @@ mod tests {
         let deployment = deployment(&room, &inputs());
         let pod = deployment.spec.unwrap().template.spec.unwrap();
         let env = pod.containers[0].env.clone().unwrap();
-        let get = |name: &str| {
-            env.iter()
-                .find(|e| e.name == name)
-                .and_then(|e| e.value.clone())
-        };
+        let get = |name: &str| env_value(&env, name);
         assert_eq!(
             get("USHER_RETURN_ORIGINS").as_deref(),
             Some("https://shop.example,https://m.shop.example")
@@ -224,11 +226,7 @@ mod tests {
         assert_eq!(container.args.as_deref(), Some(&["broker".to_owned()][..]));
         assert_eq!(container.image.as_deref(), Some("usher:test"));
         let env = container.env.as_ref().unwrap();
-        let get = |name: &str| {
-            env.iter()
-                .find(|e| e.name == name)
-                .and_then(|e| e.value.clone())
-        };
+        let get = |name: &str| env_value(&env, name);
         assert_eq!(
             get("USHER_TOKEN_KEY").as_deref(),
             Some("/etc/usher/keys/entry.pem")

@@ -345,6 +345,29 @@ async fn join(
     Ok(response)
 }
 
+/// The path's parameters, or a 400 `invalid_path` saying why not.
+async fn path_params<T>(
+    parts: &mut axum::http::request::Parts,
+    broker: &Arc<Broker>,
+) -> Result<T, ApiError>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    <Path<T> as axum::extract::FromRequestParts<Arc<Broker>>>::from_request_parts(parts, broker)
+        .await
+        .map(|Path(params)| params)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text()))
+}
+
+/// The query's parameters, or a 400 `invalid_query` saying why not.
+fn query_params<T: serde::de::DeserializeOwned>(
+    parts: &axum::http::request::Parts,
+) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(&parts.uri)
+        .map(|Query(params)| params)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
+}
+
 /// The room of the path, checked to be the one this broker serves.
 pub(super) struct ServedRoom(String);
 
@@ -355,9 +378,7 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for ServedRoom {
         parts: &mut axum::http::request::Parts,
         broker: &Arc<Broker>,
     ) -> Result<Self, ApiError> {
-        let Path(room) = Path::<String>::from_request_parts(parts, broker)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text()))?;
+        let room: String = path_params(parts, broker).await?;
         broker.check_room(&room)?;
         Ok(ServedRoom(room))
     }
@@ -374,12 +395,8 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for HeldSession {
         parts: &mut axum::http::request::Parts,
         broker: &Arc<Broker>,
     ) -> Result<Self, ApiError> {
-        let Path((room, sid)) = Path::<(String, String)>::from_request_parts(parts, broker)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text()))?;
-        let Query(query) = Query::<TokenQuery>::from_request_parts(parts, broker)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+        let (room, sid): (String, String) = path_params(parts, broker).await?;
+        let query: TokenQuery = query_params(parts)?;
         broker.check_session(&room, &sid, &session_tokens(&query, &parts.headers))?;
         Ok(HeldSession(sid))
     }
@@ -470,9 +487,7 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for ReturnTo {
             #[serde(rename = "return")]
             target: Option<String>,
         }
-        let Query(query) = Query::<ReturnQuery>::from_request_parts(parts, broker)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+        let query: ReturnQuery = query_params(parts)?;
         let refuse = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "return_not_allowed", why);
         let target = query
             .target

@@ -6,13 +6,14 @@
 //! admitted or closed; a timer broadcasts positions. A broadcast costs no
 //! store call at all: positions come from the local line.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering::Relaxed;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::watch;
 
+use super::ended::EndedSessions;
 use super::line::LocalLine;
 use super::sse::{self, ClosedData, Frame, PositionData};
 use crate::metrics::{EventKind, Metrics};
@@ -71,18 +72,13 @@ struct State {
     config: Option<RoomConfig>,
     /// Admission instants of the last minute, for the ETA.
     recent_admissions: VecDeque<Millis>,
-    /// Sessions that ended, as the gate must know them: refused however
-    /// valid their entry token. With when this broker learnt it, to forget
-    /// them once no token of theirs can be valid any more.
-    ended: HashSet<String>,
-    ended_order: VecDeque<(Millis, String)>,
 }
-
-/// How long an ended session is remembered when the rules are not known.
-const ENDED_RETENTION_MS: Millis = 3_600_000;
 
 pub struct Fanout {
     state: Mutex<State>,
+    /// Read by every gate check: kept out of `state`'s lock.
+    ended: EndedSessions,
+    claim_window_ms: AtomicI64,
     metrics: Arc<Metrics>,
 }
 
@@ -113,27 +109,6 @@ const ETA_WINDOW_MS: Millis = 60_000;
 pub const MAX_STREAMS_PER_SESSION: usize = 4;
 
 impl State {
-    fn remember_ended(&mut self, sid: &str, now: Millis) {
-        if self.ended.insert(sid.to_owned()) {
-            self.ended_order.push_back((now, sid.to_owned()));
-        }
-    }
-
-    /// Forgets sessions that ended longer ago than any of their entry
-    /// tokens could live (a session's token lives at most its duration).
-    fn forget_old_ended(&mut self, now: Millis) {
-        let retention = self.config.as_ref().map_or(ENDED_RETENTION_MS, |c| {
-            c.session_duration_ms.max(ENDED_RETENTION_MS)
-        });
-        while let Some((at, _)) = self.ended_order.front()
-            && *at < now - retention
-        {
-            if let Some((_, sid)) = self.ended_order.pop_front() {
-                self.ended.remove(&sid);
-            }
-        }
-    }
-
     /// Admissions per second to estimate waits with: the observed rate (the
     /// rules' nominal rate until a few admissions were seen); `None` while
     /// the room admits nobody. Computed once per broadcast, not per visitor.
@@ -162,6 +137,8 @@ impl Fanout {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Fanout {
             state: Mutex::new(State::default()),
+            ended: EndedSessions::default(),
+            claim_window_ms: AtomicI64::new(0),
             metrics,
         })
     }
@@ -171,12 +148,13 @@ impl Fanout {
     }
 
     pub fn set_config(&self, config: RoomConfig) {
+        self.claim_window_ms.store(config.claim_window_ms, Relaxed);
         self.lock().config = Some(config);
     }
 
     /// The room's claim window as this broker last read its rules (0: none).
     pub fn claim_window_ms(&self) -> Millis {
-        self.lock().config.as_ref().map_or(0, |c| c.claim_window_ms)
+        self.claim_window_ms.load(Relaxed)
     }
 
     /// Seconds until `position` is admitted, as shown to users.
@@ -195,7 +173,7 @@ impl Fanout {
     /// Whether `sid` ended (completed, revoked, expired, left): its entry
     /// token no longer opens the gate.
     pub fn has_ended(&self, sid: &str) -> bool {
-        self.lock().ended.contains(sid)
+        self.ended.contains(sid)
     }
 
     /// The local line may have missed changes: not synced until reloaded.
@@ -314,10 +292,11 @@ impl Fanout {
     /// session not known to be waiting in it may have moved on.
     pub fn load(&self, snapshot: &LineSnapshot, now: Millis) -> Vec<String> {
         let mut state = self.lock();
-        for sid in &snapshot.closed {
-            state.remember_ended(sid, now);
-        }
-        state.forget_old_ended(now);
+        self.ended.record(
+            snapshot.closed.iter().map(String::as_str),
+            now,
+            state.config.as_ref().map(|c| c.session_duration_ms),
+        );
         let tickets: HashMap<&str, u64> = snapshot
             .waiting
             .iter()
@@ -345,6 +324,7 @@ impl Fanout {
     pub fn apply(&self, changes: &[Change], now: Millis) -> Vec<Notice> {
         let mut state = self.lock();
         let mut notices = Vec::new();
+        let mut ended = Vec::new();
         for change in changes {
             match change {
                 Change::Joined { ticket } => state.line.insert(*ticket),
@@ -380,7 +360,7 @@ impl Fanout {
                     }
                 }
                 Change::Ended { sid, reason } => {
-                    state.remember_ended(sid, now);
+                    ended.push(sid.as_str());
                     if state.subscribers.contains_key(sid) {
                         notices.push(Notice::Closed {
                             sid: sid.clone(),
@@ -398,7 +378,11 @@ impl Fanout {
         {
             state.recent_admissions.pop_front();
         }
-        state.forget_old_ended(now);
+        self.ended.record(
+            ended,
+            now,
+            state.config.as_ref().map(|c| c.session_duration_ms),
+        );
         state.version += 1;
         self.metrics.waiting.store(state.line.len(), Relaxed);
         notices

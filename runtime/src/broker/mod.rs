@@ -8,6 +8,7 @@ mod checkout;
 pub use self::checkout::{CheckoutKey, CheckoutKeyError};
 mod entry_cookie;
 pub use self::entry_cookie::EntryCookie;
+mod ended;
 mod error;
 mod events;
 mod fanout;
