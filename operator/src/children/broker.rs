@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(container.args.as_deref(), Some(&["broker".to_owned()][..]));
         assert_eq!(container.image.as_deref(), Some("usher:test"));
         let env = container.env.as_ref().unwrap();
-        let get = |name: &str| env_value(&env, name);
+        let get = |name: &str| env_value(env, name);
         assert_eq!(
             get("USHER_TOKEN_KEY").as_deref(),
             Some("/etc/usher/keys/entry.pem")
