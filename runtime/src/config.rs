@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::broker::{EntryCookie, ReturnOrigins};
+use crate::broker::{EntryCookie, ReturnOrigins, WaitingPage};
 use crate::clock::parse_rfc3339;
 use crate::queue::{Queueing, RoomConfig};
 
@@ -71,6 +71,10 @@ pub struct RoomArgs {
     /// admission loses the slot (1s to 1h); unset = no claim window.
     #[arg(long, env = "USHER_CLAIM_WINDOW", value_parser = parse_claim_window)]
     pub claim_window: Option<Duration>,
+    /// The longest the shop's checkout may extend a session to, from its
+    /// admission (at least the session duration); unset = no extension.
+    #[arg(long, env = "USHER_MAX_SESSION_DURATION", value_parser = parse_session_duration)]
+    pub max_session_duration: Option<Duration>,
     /// Orders configurations: a process never replaces the room's rules with
     /// ones of a lower revision (an old pod restarting during a rollout).
     #[arg(long, env = "USHER_CONFIG_REVISION", default_value_t = 0)]
@@ -84,6 +88,12 @@ impl RoomArgs {
         {
             return Err("closesAt must be after opensAt".into());
         }
+        if self
+            .max_session_duration
+            .is_some_and(|longest| longest < self.session_duration)
+        {
+            return Err("maxSessionDuration must be at least sessionDuration".into());
+        }
         Ok(RoomConfig {
             capacity: self.capacity,
             admission_rate: self.admission_rate,
@@ -94,6 +104,9 @@ impl RoomArgs {
             paused: self.paused,
             abandon_timeout_ms: self.abandon_timeout.as_millis() as i64,
             claim_window_ms: self.claim_window.map_or(0, |w| w.as_millis() as i64),
+            max_session_duration_ms: self
+                .max_session_duration
+                .map_or(0, |d| d.as_millis() as i64),
             revision: self.config_revision,
         })
     }
@@ -167,6 +180,11 @@ pub struct ReturnArgs {
     /// that served it.
     #[arg(long, env = "USHER_COOKIE_DOMAIN", default_value = "", hide_default_value = true, value_parser = EntryCookie::parse)]
     pub cookie_domain: EntryCookie,
+    /// Where the gate's redirect form (`/gate/redirect`, for Traefik and
+    /// Envoy) sends a refused visitor: a path on the shop's host, or the
+    /// waiting room's own URL (`https://queue.shop.example/`).
+    #[arg(long, env = "USHER_WAITING_PAGE", default_value = "/queue/", value_parser = WaitingPage::parse)]
+    pub waiting_page: WaitingPage,
 }
 
 #[derive(Args, Debug)]

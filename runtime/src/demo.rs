@@ -35,6 +35,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             paused: false,
             abandon_timeout_ms: ABANDON_TIMEOUT.as_millis() as i64,
             claim_window_ms: 0,
+            max_session_duration_ms: 0,
             revision: 0,
         },
     );
@@ -54,6 +55,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         checkout_key: None,
         return_origins: Default::default(),
         entry_cookie: Default::default(),
+        waiting_page: Default::default(),
     };
     let broker = Broker::new(
         DEMO_ROOM.into(),

@@ -131,6 +131,7 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         checkout_key,
         return_origins: args.round_trip.return_origins,
         entry_cookie: args.round_trip.cookie_domain,
+        waiting_page: args.round_trip.waiting_page,
     };
     let metrics = Arc::new(Metrics::default());
     let visitors = listen(args.listen)?;

@@ -181,3 +181,81 @@ fn now_secs() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// The redirect form, asked as Traefik (`X-Forwarded-*`) and Envoy (the
+/// original path appended) ask it.
+#[tokio::test]
+async fn the_redirect_form_sends_refused_visits_to_the_waiting_page() {
+    let room = Room::new(&[("USHER_CAPACITY", "1"), ("USHER_DISPATCH_TICK", "50ms")]);
+    let (_broker, base) = room
+        .broker(&[("USHER_WAITING_PAGE", "https://queue.shop.example/")])
+        .await;
+    let _dispatcher = room.dispatcher(&[]).await;
+    let client = no_redirects();
+    let redirect = format!("{base}/v1/rooms/{ROOM}/gate/redirect");
+    let before = room_stats(&base).await;
+
+    let traefik = client
+        .get(&redirect)
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "www.shop.example")
+        .header("x-forwarded-uri", "/checkout?seat=12")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traefik.status(), StatusCode::FOUND);
+    assert_eq!(
+        traefik.headers()["location"],
+        "https://queue.shop.example/?return=https%3A%2F%2Fwww.shop.example%2Fcheckout%3Fseat%3D12"
+    );
+    let envoy = client
+        .get(format!("{redirect}/checkout/cart?seat=12"))
+        .header("host", "www.shop.example")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(envoy.status(), StatusCode::FOUND);
+    assert_eq!(
+        envoy.headers()["location"],
+        "https://queue.shop.example/?return=https%3A%2F%2Fwww.shop.example%2Fcheckout%2Fcart%3Fseat%3D12"
+    );
+    // What is not a page visit gets the 401 and its reason.
+    for request in [
+        client.post(format!("{redirect}/checkout")),
+        client
+            .get(format!("{redirect}/checkout"))
+            .header("accept", "application/json"),
+    ] {
+        let refused = request.send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["code"], "missing_entry_token");
+    }
+    assert_eq!(
+        room_stats(&base).await,
+        before,
+        "a refusal changed the room"
+    );
+    // An admitted visitor passes, named for the shop.
+    let (user, token) = admitted(&base).await;
+    let passed = client
+        .get(format!("{redirect}/checkout"))
+        .header("cookie", format!("usher_entry={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(passed.status(), StatusCode::OK);
+    assert_eq!(
+        passed.headers()["x-usher-session"],
+        user.session_id.as_str()
+    );
+    let other = client
+        .get(format!("{base}/v1/rooms/another/gate/redirect/checkout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}

@@ -32,6 +32,14 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/rooms/{room}", get(room_stats))
         .route("/v1/rooms/{room}/queue", post(join))
         .route("/v1/rooms/{room}/gate", any(super::gate::check))
+        .route(
+            "/v1/rooms/{room}/gate/redirect",
+            any(super::gate::check_or_redirect),
+        )
+        .route(
+            "/v1/rooms/{room}/gate/redirect/{*original}",
+            any(super::gate::check_or_redirect),
+        )
         .route("/v1/rooms/{room}/sessions/{sid}", get(status).delete(leave))
         .route("/v1/rooms/{room}/sessions/{sid}/events", get(events))
         .route("/v1/rooms/{room}/sessions/{sid}/complete", post(complete))
@@ -369,7 +377,7 @@ fn query_params<T: serde::de::DeserializeOwned>(
 }
 
 /// The room of the path, checked to be the one this broker serves.
-pub(super) struct ServedRoom(String);
+pub(super) struct ServedRoom(pub String);
 
 impl axum::extract::FromRequestParts<Arc<Broker>> for ServedRoom {
     type Rejection = ApiError;
@@ -378,7 +386,10 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for ServedRoom {
         parts: &mut axum::http::request::Parts,
         broker: &Arc<Broker>,
     ) -> Result<Self, ApiError> {
-        let room: String = path_params(parts, broker).await?;
+        // By name: a route may capture more than the room.
+        let mut params: std::collections::HashMap<String, String> =
+            path_params(parts, broker).await?;
+        let room = params.remove("room").unwrap_or_default();
         broker.check_room(&room)?;
         Ok(ServedRoom(room))
     }

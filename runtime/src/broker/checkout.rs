@@ -1,6 +1,7 @@
 //! The checkout's API, server to server: the shop completes a session (the
-//! slot frees at once) or revokes it (the visitor's stream gets `closed:
-//! revoked`). Every call carries the room's checkout key as a Bearer token;
+//! slot frees at once), revokes it (the visitor's stream gets `closed:
+//! revoked`), or extends it (a buyer still paying keeps the slot, up to the
+//! room's `maxSessionDuration`). Every call carries the room's checkout key as a Bearer token;
 //! a broker started without one answers `404 checkout_disabled`.
 //!
 //! The body names the session by its entry token or by its id (`jti`). An
@@ -27,7 +28,8 @@ use super::Broker;
 use super::api::{ServedRoom, declares_json, header_text, valid_session_id};
 use super::error::ApiError;
 use crate::clock::now_ms;
-use crate::queue::CloseReason;
+use crate::config::parse_session_duration;
+use crate::queue::{CloseReason, Millis};
 use crate::tokens::{EntryTokenVerifier, TokenTimes};
 
 /// The shortest checkout key accepted: 32 bytes, 256 bits when random.
@@ -157,29 +159,66 @@ enum Named {
     Jti(String),
 }
 
+/// What a call asks, once its body is read.
+#[derive(Debug, PartialEq, Eq)]
+enum Call {
+    End(CloseReason),
+    /// Keep the slot at least this long from now.
+    Extend(Millis),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Body {
     entry_token: Option<String>,
     jti: Option<String>,
+    /// Extensions only: how long from now the session keeps its slot.
+    #[serde(rename = "for")]
+    extend_for: Option<String>,
 }
 
 /// Reads a call's body: a JSON object, sent as JSON, with exactly one of
-/// `entryToken` and `jti`.
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Named, CheckoutError> {
+/// `entryToken` and `jti`, and `for` (a duration) when it extends. `call`
+/// is the route's call; an extension's length comes from the body.
+fn parse_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    call: Option<CloseReason>,
+) -> Result<(Named, Call), CheckoutError> {
     if declares_json(headers) != Some(true) {
         return Err(CheckoutError::NotJson);
     }
     let body: Body = serde_json::from_slice(body)
         .map_err(|e| CheckoutError::InvalidBody(format!("the body is not a valid call: {e}")))?;
-    match (body.entry_token, body.jti) {
-        (Some(token), None) => Ok(Named::EntryToken(token)),
-        (None, Some(jti)) if valid_session_id(&jti) => Ok(Named::Jti(jti)),
-        (None, Some(_)) => Err(CheckoutError::InvalidSessionId),
-        _ => Err(CheckoutError::InvalidBody(
-            "name the session by exactly one of entryToken and jti".into(),
-        )),
-    }
+    let call = match (call, body.extend_for) {
+        (Some(reason), None) => Call::End(reason),
+        (None, Some(text)) => Call::Extend(
+            parse_session_duration(&text)
+                .map_err(|e| CheckoutError::InvalidBody(format!("for: {e}")))?
+                .as_millis() as Millis,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(CheckoutError::InvalidBody(
+                "only an extension takes `for`".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(CheckoutError::InvalidBody(
+                "an extension says for how long from now: `for`, such as \"10m\"".into(),
+            ));
+        }
+    };
+    let named = match (body.entry_token, body.jti) {
+        (Some(token), None) => Named::EntryToken(token),
+        (None, Some(jti)) if valid_session_id(&jti) => Named::Jti(jti),
+        (None, Some(_)) => return Err(CheckoutError::InvalidSessionId),
+        _ => {
+            return Err(CheckoutError::InvalidBody(
+                "name the session by exactly one of entryToken and jti".into(),
+            ));
+        }
+    };
+    Ok((named, call))
 }
 
 /// The checkout routes, for the broker's router.
@@ -190,37 +229,39 @@ pub(super) fn routes(broker: &Broker) -> Router<Arc<Broker>> {
         &broker.settings.issuer,
         TokenTimes::Ignored,
     ));
-    let ending = |reason: CloseReason| -> MethodRouter<Arc<Broker>> {
+    // `None`: an extension.
+    let call = |ending: Option<CloseReason>| -> MethodRouter<Arc<Broker>> {
         let names = Arc::clone(&names);
         post(
             move |State(broker): State<Arc<Broker>>,
                   _: ServedRoom,
                   headers: HeaderMap,
                   body: Bytes| async move {
-                end_session(&broker, &names, &headers, &body, reason).await
+                checkout_call(&broker, &names, &headers, &body, ending).await
             },
         )
     };
     Router::new()
         .route(
             "/v1/rooms/{room}/checkout/complete",
-            ending(CloseReason::Completed),
+            call(Some(CloseReason::Completed)),
         )
         .route(
             "/v1/rooms/{room}/checkout/revoke",
-            ending(CloseReason::Revoked),
+            call(Some(CloseReason::Revoked)),
         )
+        .route("/v1/rooms/{room}/checkout/extend", call(None))
 }
 
-/// Completes or revokes the session a call names, once the call is
-/// authorized and well formed; anything refused before the store changes
-/// nothing.
-async fn end_session(
+/// Completes, revokes or extends the session a call names, once the call
+/// is authorized and well formed; anything refused before the store
+/// changes nothing.
+async fn checkout_call(
     broker: &Broker,
     names: &EntryTokenVerifier,
     headers: &HeaderMap,
     body: &[u8],
-    reason: CloseReason,
+    ending: Option<CloseReason>,
 ) -> Result<Response, ApiError> {
     let key = broker
         .settings
@@ -228,7 +269,8 @@ async fn end_session(
         .as_ref()
         .ok_or(CheckoutError::Disabled)?;
     key.check(headers)?;
-    let sid = match parse_body(headers, body)? {
+    let (named, call) = parse_body(headers, body, ending)?;
+    let sid = match named {
         Named::EntryToken(token) => {
             names
                 .verify(&token)
@@ -237,16 +279,12 @@ async fn end_session(
         }
         Named::Jti(sid) => sid,
     };
-    let view = if reason == CloseReason::Revoked {
-        broker.store.revoke(&sid, now_ms()).await?
-    } else {
-        broker.store.complete(&sid, now_ms()).await?
+    let view = match call {
+        Call::End(CloseReason::Revoked) => broker.store.revoke(&sid, now_ms()).await?,
+        Call::End(_) => broker.store.complete(&sid, now_ms()).await?,
+        Call::Extend(for_ms) => broker.store.extend(&sid, for_ms, now_ms()).await?,
     };
-    tracing::info!(
-        sid,
-        reason = reason.as_str(),
-        "the checkout ended a session"
-    );
+    tracing::info!(sid, ?call, "a checkout call");
     Ok(Json(broker.session_body(&view, None)).into_response())
 }
 
@@ -339,14 +377,24 @@ mod tests {
         headers(&[(header::CONTENT_TYPE, "application/json; charset=utf-8")])
     }
 
+    const COMPLETE: Option<CloseReason> = Some(CloseReason::Completed);
+
+    /// The session a completion's body names.
+    fn complete(headers: &HeaderMap, body: &[u8]) -> Result<Named, CheckoutError> {
+        parse_body(headers, body, COMPLETE).map(|(named, call)| {
+            assert_eq!(call, Call::End(CloseReason::Completed));
+            named
+        })
+    }
+
     #[test]
     fn bodies_name_exactly_one_session() {
         assert_eq!(
-            parse_body(&json(), br#"{"entryToken": "e.y.j"}"#),
+            complete(&json(), br#"{"entryToken": "e.y.j"}"#),
             Ok(Named::EntryToken("e.y.j".into()))
         );
         assert_eq!(
-            parse_body(&json(), br#"{"jti": "zT0UxT9LKaeWIKAzmuooOQ"}"#),
+            complete(&json(), br#"{"jti": "zT0UxT9LKaeWIKAzmuooOQ"}"#),
             Ok(Named::Jti("zT0UxT9LKaeWIKAzmuooOQ".into()))
         );
         for bad in [
@@ -360,13 +408,13 @@ mod tests {
             b"",
         ] {
             assert!(
-                matches!(parse_body(&json(), bad), Err(CheckoutError::InvalidBody(_))),
+                matches!(complete(&json(), bad), Err(CheckoutError::InvalidBody(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
         assert_eq!(
-            parse_body(&json(), br#"{"jti": "no/slashes"}"#),
+            complete(&json(), br#"{"jti": "no/slashes"}"#),
             Err(CheckoutError::InvalidSessionId)
         );
         for not_json in [
@@ -375,9 +423,37 @@ mod tests {
             headers(&[(header::CONTENT_TYPE, "application/x-www-form-urlencoded")]),
         ] {
             assert_eq!(
-                parse_body(&not_json, br#"{"jti": "abc"}"#),
+                complete(&not_json, br#"{"jti": "abc"}"#),
                 Err(CheckoutError::NotJson)
             );
         }
+    }
+
+    #[test]
+    fn only_extensions_say_for_how_long() {
+        assert_eq!(
+            parse_body(&json(), br#"{"jti": "abc", "for": "10m"}"#, None),
+            Ok((Named::Jti("abc".into()), Call::Extend(600_000)))
+        );
+        for bad in [
+            &br#"{"jti": "abc"}"#[..],
+            br#"{"jti": "abc", "for": "soon"}"#,
+            br#"{"jti": "abc", "for": "0s"}"#,
+            br#"{"jti": "abc", "for": "169h"}"#,
+            br#"{"jti": "abc", "for": 600}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_body(&json(), bad, None),
+                    Err(CheckoutError::InvalidBody(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(matches!(
+            parse_body(&json(), br#"{"jti": "abc", "for": "10m"}"#, COMPLETE),
+            Err(CheckoutError::InvalidBody(_))
+        ));
     }
 }

@@ -44,11 +44,14 @@ struct Subscriber {
 /// What happened to a connected session, for the follower to tell it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Notice {
+    /// Admitted, or (`extended`) already admitted and now holding the slot
+    /// until a later `expires_at`.
     Admitted {
         sid: String,
         user: String,
         admitted_at: Millis,
         expires_at: Millis,
+        extended: bool,
     },
     Closed {
         sid: String,
@@ -280,6 +283,20 @@ impl Fanout {
         sub.frames.send_replace(Some(frame));
     }
 
+    /// Sends a connected, admitted session its admission again, with a later
+    /// expiry and a new entry token (the shop extended the session).
+    pub fn renew(&self, sid: &str, frame: Arc<Frame>) {
+        let state = self.lock();
+        let Some(sub) = state.subscribers.get(sid) else {
+            return;
+        };
+        let current = sub.frames.borrow().as_ref().map(|f| f.kind);
+        if current == Some(EventKind::Admitted) {
+            self.metrics.event_sent(frame.kind, 1);
+            sub.frames.send_replace(Some(frame));
+        }
+    }
+
     /// A closed frame for `reason` (numbered like position events): a
     /// [`CloseReason`] or [`sse::LOST_REASON`].
     pub fn closed_frame(&self, reason: &'static str) -> Arc<Frame> {
@@ -295,7 +312,7 @@ impl Fanout {
         self.ended.record(
             snapshot.closed.iter().map(String::as_str),
             now,
-            state.config.as_ref().map(|c| c.session_duration_ms),
+            state.config.as_ref().map(RoomConfig::longest_session_ms),
         );
         let tickets: HashMap<&str, u64> = snapshot
             .waiting
@@ -343,6 +360,23 @@ impl Fanout {
                             user: user.clone(),
                             admitted_at: *admitted_at,
                             expires_at: *expires_at,
+                            extended: false,
+                        });
+                    }
+                }
+                Change::Extended {
+                    sid,
+                    user,
+                    admitted_at,
+                    expires_at,
+                } => {
+                    if state.subscribers.contains_key(sid) {
+                        notices.push(Notice::Admitted {
+                            sid: sid.clone(),
+                            user: user.clone(),
+                            admitted_at: *admitted_at,
+                            expires_at: *expires_at,
+                            extended: true,
                         });
                     }
                 }
@@ -381,7 +415,7 @@ impl Fanout {
         self.ended.record(
             ended,
             now,
-            state.config.as_ref().map(|c| c.session_duration_ms),
+            state.config.as_ref().map(RoomConfig::longest_session_ms),
         );
         state.version += 1;
         self.metrics.waiting.store(state.line.len(), Relaxed);

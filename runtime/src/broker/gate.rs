@@ -18,11 +18,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Broker;
+use super::api::ServedRoom;
 use super::error::ApiError;
+use super::redirect;
 use crate::auth;
 use crate::clock::{now_ms, rfc3339};
 use crate::queue::{ClaimOutcome, QueueError, SessionState};
@@ -172,36 +174,67 @@ impl Broker {
 /// a JSON reason (the proxy then sends the visitor to the waiting page).
 pub(super) async fn check(
     State(broker): State<Arc<Broker>>,
-    _: super::api::ServedRoom,
+    _: ServedRoom,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let claims = broker.admit_at_gate(&headers)?;
-    broker.claim_at_gate(&claims.sid).await?;
-    broker
-        .metrics
-        .gate_passes
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let expires_at = rfc3339(claims.exp * 1000);
-    let mut response = (
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(serde_json::json!({
-            "user": claims.sub,
-            "session": claims.sid,
-            "expiresAt": expires_at,
-        })),
-    )
-        .into_response();
-    let out = response.headers_mut();
-    for (name, value) in [
-        (USER_HEADER, header_safe(&claims.sub)),
-        (SESSION_HEADER, claims.sid.clone()),
-        (EXPIRES_HEADER, expires_at),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            out.insert(name, value);
+    broker.pass_gate(&headers).await
+}
+
+/// `/v1/rooms/{room}/gate/redirect[/original path]`, any method: as
+/// [`check`], but a refused page visit is sent to the waiting page (see
+/// [`super::redirect`]).
+pub(super) async fn check_or_redirect(
+    State(broker): State<Arc<Broker>>,
+    ServedRoom(room): ServedRoom,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match broker.pass_gate(&headers).await {
+        Ok(passed) => passed,
+        Err(refused) => {
+            let prefix = format!("/v1/rooms/{room}/gate/redirect");
+            redirect::refusal(
+                refused,
+                &broker.settings.waiting_page,
+                &method,
+                &headers,
+                uri.path().strip_prefix(prefix.as_str()),
+                uri.query(),
+            )
         }
     }
-    Ok(response)
+}
+
+impl Broker {
+    async fn pass_gate(&self, headers: &HeaderMap) -> Result<Response, ApiError> {
+        let claims = self.admit_at_gate(headers)?;
+        self.claim_at_gate(&claims.sid).await?;
+        self.metrics
+            .gate_passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let expires_at = rfc3339(claims.exp * 1000);
+        let mut response = (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(serde_json::json!({
+                "user": claims.sub,
+                "session": claims.sid,
+                "expiresAt": expires_at,
+            })),
+        )
+            .into_response();
+        let out = response.headers_mut();
+        for (name, value) in [
+            (USER_HEADER, header_safe(&claims.sub)),
+            (SESSION_HEADER, claims.sid.clone()),
+            (EXPIRES_HEADER, expires_at),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                out.insert(name, value);
+            }
+        }
+        Ok(response)
+    }
 }
 
 /// `text` with every byte outside printable ASCII percent-encoded, so any

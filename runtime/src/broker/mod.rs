@@ -16,6 +16,8 @@ mod gate;
 mod health;
 mod http;
 mod line;
+mod redirect;
+pub use self::redirect::WaitingPage;
 mod return_url;
 pub use self::return_url::ReturnOrigins;
 mod sse;
@@ -57,6 +59,8 @@ pub struct BrokerSettings {
     pub return_origins: ReturnOrigins,
     /// How the entry cookie is set on the way back.
     pub entry_cookie: EntryCookie,
+    /// Where the gate's redirect form sends refused visitors.
+    pub waiting_page: WaitingPage,
 }
 
 impl BrokerSettings {

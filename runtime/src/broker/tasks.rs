@@ -154,7 +154,9 @@ async fn follow_from_snapshot(broker: &Arc<Broker>) -> crate::queue::Result<()> 
                     user,
                     admitted_at,
                     expires_at,
+                    extended,
                 } => match broker.admitted_frame(&sid, &user, admitted_at, expires_at) {
+                    Ok(frame) if extended => broker.fanout.renew(&sid, frame),
                     Ok(frame) => broker.fanout.settle(&sid, frame),
                     Err(e) => tracing::error!(error = %e, "cannot sign an entry token"),
                 },

@@ -22,6 +22,7 @@ fn config() -> RoomConfig {
         paused: false,
         abandon_timeout_ms: 2 * MIN,
         claim_window_ms: 0,
+        max_session_duration_ms: 0,
         revision: 0,
     }
 }
@@ -337,6 +338,81 @@ async fn sessions_expire_after_their_duration(store: &dyn Store) {
     assert_eq!(
         state(store, "a").await,
         SessionState::Closed(CloseReason::Expired)
+    );
+}
+
+async fn the_checkout_extends_a_session_up_to_the_longest(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 1,
+            max_session_duration_ms: 30 * MIN,
+            ..config()
+        },
+    )
+    .await;
+    join(store, "a", T0).await;
+    join(store, "b", T0).await;
+    store.tick(T0, 0).await.unwrap();
+    let cursor = store.snapshot().await.unwrap().cursor;
+    let expiry = |view: SessionView| match view.session.state {
+        SessionState::Active { expires_at, .. } => expires_at,
+        other => panic!("not active: {other:?}"),
+    };
+    // At least 15 minutes from minute 5: until minute 20.
+    let view = store.extend("sid-a", 15 * MIN, T0 + 5 * MIN).await.unwrap();
+    assert_eq!(expiry(view), T0 + 20 * MIN);
+    // Never shorter than it was, never past 30 minutes after admission.
+    let view = store.extend("sid-a", MIN, T0 + 6 * MIN).await.unwrap();
+    assert_eq!(expiry(view), T0 + 20 * MIN);
+    let view = store.extend("sid-a", 60 * MIN, T0 + 7 * MIN).await.unwrap();
+    assert_eq!(expiry(view), T0 + 30 * MIN);
+    let batch = store
+        .changes(&cursor, 10, std::time::Duration::from_millis(10))
+        .await
+        .unwrap();
+    let extended = |expires_at| Change::Extended {
+        sid: "sid-a".into(),
+        user: "a".into(),
+        admitted_at: T0,
+        expires_at,
+    };
+    let changes: Vec<Change> = batch.changes.into_iter().map(|(_, c)| c).collect();
+    assert_eq!(changes, [extended(T0 + 20 * MIN), extended(T0 + 30 * MIN)]);
+    // The slot is held until then, and not a moment longer.
+    store
+        .touch(&["sid-b".into()], T0 + 30 * MIN - 1)
+        .await
+        .unwrap();
+    assert_eq!(store.tick(T0 + 30 * MIN - 1, 0).await.unwrap().expired, 0);
+    assert_eq!(store.tick(T0 + 30 * MIN, 0).await.unwrap().expired, 1);
+    // Only an active session is extended.
+    for (sid, error) in [
+        ("sid-a", QueueError::NotActive),
+        ("nope", QueueError::UnknownSession),
+    ] {
+        assert_eq!(
+            store.extend(sid, MIN, T0 + 30 * MIN).await.unwrap_err(),
+            error
+        );
+    }
+}
+
+async fn without_a_longest_session_nothing_is_extended(store: &dyn Store) {
+    one_active_one_waiting(store).await;
+    let view = store.extend("sid-a", 60 * MIN, T0 + MIN).await.unwrap();
+    assert!(matches!(
+        view.session.state,
+        SessionState::Active { expires_at, .. } if expires_at == T0 + 10 * MIN
+    ));
+    assert_eq!(
+        store.extend("sid-b", MIN, T0 + MIN).await.unwrap_err(),
+        QueueError::NotActive
+    );
+    // A session whose time is up is not extended, even before a tick ends it.
+    assert_eq!(
+        store.extend("sid-a", MIN, T0 + 10 * MIN).await.unwrap_err(),
+        QueueError::NotActive
     );
 }
 
@@ -882,6 +958,8 @@ conformance!(
     completing_frees_the_slot_at_once,
     revoking_frees_the_slot_and_tells_the_change_stream,
     sessions_expire_after_their_duration,
+    the_checkout_extends_a_session_up_to_the_longest,
+    without_a_longest_session_nothing_is_extended,
     an_unclaimed_slot_goes_to_the_next_in_line,
     a_claimed_session_keeps_its_slot_until_it_ends,
     a_lapsed_claim_ends_the_session_before_any_tick,

@@ -420,6 +420,45 @@ impl Room {
         }
         self.view(sid)
     }
+
+    /// Like `lua/extend.lua`.
+    fn extend(&mut self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView> {
+        let longest = self
+            .config
+            .as_ref()
+            .map_or(0, RoomConfig::longest_session_ms);
+        let session = self
+            .sessions
+            .get_mut(sid)
+            .ok_or(QueueError::UnknownSession)?;
+        let SessionState::Active {
+            admitted_at,
+            expires_at,
+        } = session.state
+        else {
+            return Err(QueueError::NotActive);
+        };
+        if expires_at <= now {
+            return Err(QueueError::NotActive);
+        }
+        let extended = (now + for_ms).min(admitted_at + longest);
+        if extended > expires_at {
+            session.state = SessionState::Active {
+                admitted_at,
+                expires_at: extended,
+            };
+            let user = session.user.clone();
+            self.active.remove(&(expires_at, sid.to_owned()));
+            self.active.insert((extended, sid.to_owned()));
+            self.emit(Change::Extended {
+                sid: sid.to_owned(),
+                user,
+                admitted_at,
+                expires_at: extended,
+            });
+        }
+        self.view(sid)
+    }
 }
 
 #[async_trait]
@@ -480,6 +519,10 @@ impl Store for MemoryStore {
 
     async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView> {
         self.with_room(|r| r.finish(sid, CloseReason::Revoked, now))
+    }
+
+    async fn extend(&self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView> {
+        self.with_room(|r| r.extend(sid, for_ms, now))
     }
 
     async fn claim(&self, sid: &str, now: Millis) -> Result<ClaimOutcome> {

@@ -115,6 +115,9 @@ pub struct RoomConfig {
     /// An admitted session not claimed at the shop's gate ([`Store::claim`])
     /// this long after its admission ends as `unclaimed`; 0 = no window.
     pub claim_window_ms: Millis,
+    /// The longest the shop's checkout may extend a session to, counted
+    /// from its admission ([`Store::extend`]); 0 = `session_duration_ms`.
+    pub max_session_duration_ms: Millis,
     /// Rules of a lower revision never replace these (0 when unversioned).
     pub revision: u64,
 }
@@ -252,6 +255,13 @@ pub enum Change {
         ticket: u64,
         reason: CloseReason,
     },
+    /// The shop's checkout extended an active session to `expires_at`.
+    Extended {
+        sid: String,
+        user: String,
+        admitted_at: Millis,
+        expires_at: Millis,
+    },
     /// An active session ended; its slot is free.
     Ended {
         sid: String,
@@ -331,6 +341,11 @@ pub trait Store: Send + Sync + 'static {
     /// away). Revoking twice is harmless; a session that is waiting, or
     /// ended for another reason, is `NotActive` and keeps its state.
     async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView>;
+    /// Extends an active session so that it holds its slot at least
+    /// `for_ms` after `now`, never past [`RoomConfig::longest_session_ms`]
+    /// after its admission, and never shorter than it was. A session that
+    /// is not active (or whose time is up) is `NotActive`.
+    async fn extend(&self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView>;
     /// The visitor of an admitted session reached the shop's gate: the
     /// session no longer risks ending unclaimed. A session whose claim
     /// window has already lapsed ends as `unclaimed` here, if no tick got
@@ -391,6 +406,7 @@ impl RoomConfig {
             paused: false,
             abandon_timeout_ms,
             claim_window_ms: 0,
+            max_session_duration_ms: 0,
             revision: 0,
         }
     }
@@ -418,6 +434,12 @@ impl RoomConfig {
         } else {
             Phase::Open
         }
+    }
+
+    /// The longest an admitted session may hold its slot, extensions
+    /// included: how long its entry tokens may stay valid.
+    pub fn longest_session_ms(&self) -> Millis {
+        self.session_duration_ms.max(self.max_session_duration_ms)
     }
 
     /// Admissions count against `admissionRate` (Passthrough ignores it).

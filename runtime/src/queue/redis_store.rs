@@ -52,6 +52,7 @@ struct Scripts {
     leave: Script,
     finish: Script,
     claim: Script,
+    extend: Script,
     presence: Script,
     tick: Script,
     counts: Script,
@@ -68,6 +69,7 @@ impl Scripts {
             leave: with_common(include_str!("lua/leave.lua")),
             finish: with_common(include_str!("lua/finish.lua")),
             claim: with_common(include_str!("lua/claim.lua")),
+            extend: with_common(include_str!("lua/extend.lua")),
             presence: with_common(include_str!("lua/presence.lua")),
             tick: with_common(include_str!("lua/tick.lua")),
             counts: with_common(include_str!("lua/counts.lua")),
@@ -186,6 +188,12 @@ fn decode_change(fields: &std::collections::HashMap<String, Value>) -> Result<(u
             ticket: num("t")? as u64,
             reason: reason("r")?,
         },
+        "x" => Change::Extended {
+            sid: get("s")?,
+            user: get("u")?,
+            admitted_at: num("aa")?,
+            expires_at: num("ex")?,
+        },
         "e" => Change::Ended {
             sid: get("s")?,
             reason: reason("r")?,
@@ -283,6 +291,7 @@ impl RedisStore {
             if c.paused { "1" } else { "0" }.to_owned(),
             c.abandon_timeout_ms.to_string(),
             c.claim_window_ms.to_string(),
+            c.max_session_duration_ms.to_string(),
             c.revision.to_string(),
             mode.to_owned(),
         ];
@@ -339,8 +348,11 @@ impl Store for RedisStore {
             closes_at: optional(num("closes_at")?),
             paused: num("paused")? == 1,
             abandon_timeout_ms: num("abandon_ms")?,
-            // Absent in rules written before the claim window existed.
+            // Absent in rules written before these settings existed.
             claim_window_ms: map.get("claim_ms").map_or(Ok(0), |_| num("claim_ms"))?,
+            max_session_duration_ms: map
+                .get("max_session_ms")
+                .map_or(Ok(0), |_| num("max_session_ms"))?,
             revision: num("revision")? as u64,
         }))
     }
@@ -372,6 +384,11 @@ impl Store for RedisStore {
 
     async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView> {
         self.finish(sid, now, CloseReason::Revoked).await
+    }
+
+    async fn extend(&self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView> {
+        let args = [now.to_string(), sid.to_owned(), for_ms.to_string()];
+        decode_session(&self.run(&self.scripts.extend, &args).await?)
     }
 
     async fn claim(&self, sid: &str, now: Millis) -> Result<ClaimOutcome> {

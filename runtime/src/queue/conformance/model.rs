@@ -163,6 +163,25 @@ impl Model {
         self.view(sid)
     }
 
+    fn extend(&mut self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView> {
+        let longest = self.config.longest_session_ms();
+        let entry = self.find(sid)?;
+        match entry.session.state {
+            SessionState::Active {
+                admitted_at,
+                expires_at,
+            } if expires_at > now => {
+                let extended = (now + for_ms).min(admitted_at + longest).max(expires_at);
+                entry.session.state = SessionState::Active {
+                    admitted_at,
+                    expires_at: extended,
+                };
+            }
+            _ => return Err(QueueError::NotActive),
+        }
+        self.view(sid)
+    }
+
     fn touch(&mut self, sid: &str, now: Millis) {
         if let Ok(entry) = self.find(sid)
             && entry.session.state == SessionState::Waiting
@@ -327,6 +346,7 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         paused: false,
         abandon_timeout_ms: 60_000,
         claim_window_ms: if seed % 3 == 2 { 0 } else { 40_000 },
+        max_session_duration_ms: if seed.is_multiple_of(2) { 150_000 } else { 0 },
         revision: 0,
     };
     store.configure(&base).await.unwrap();
@@ -393,7 +413,16 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
                     "claim: {context}"
                 );
             }
-            58..=64 => {
+            58..=60 => {
+                let sid = pick(&mut rng, &sids);
+                let for_ms = rng.gen_range(1..200_000);
+                assert_eq!(
+                    store.extend(&sid, for_ms, now).await,
+                    model.extend(&sid, for_ms, now),
+                    "extend: {context}"
+                );
+            }
+            61..=64 => {
                 let sid = pick(&mut rng, &sids);
                 model.touch(&sid, now);
                 assert_eq!(

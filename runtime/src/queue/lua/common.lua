@@ -27,6 +27,7 @@ local function load_config()
     paused = c.paused == '1',
     abandon_ms = tonumber(c.abandon_ms),
     claim_ms = tonumber(c.claim_ms or '0'), -- 0: no claim window
+    max_session_ms = tonumber(c.max_session_ms or '0'), -- 0: session_ms
   }
 end
 
