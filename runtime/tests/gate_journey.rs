@@ -1,13 +1,21 @@
-//! The whole round trip through a real NGINX (Debian's package), configured
-//! from `charts/usher/examples/nginx-auth-request.conf`: a visitor who
-//! opens the shop's checkout is sent to the waiting page under `/queue/`,
-//! waits, is admitted, and lands back on the checkout holding the entry
-//! cookie, which the gate reads through `auth_request`.
+//! The whole round trip through a real NGINX (Debian's package), for both
+//! layouts of the README's "Protecting your shop", each configured from its
+//! example under `charts/usher/examples/`: a visitor who opens the shop's
+//! checkout is sent to the waiting page, waits, is admitted, and lands back
+//! on the checkout holding the entry cookie, which the gate reads through
+//! `auth_request`.
+//!
+//! * `nginx-auth-request.conf`: the waiting room under `/queue/` of the
+//!   shop's own host;
+//! * `nginx-shared-domain.conf`: the waiting room on `queue.shop.test`, the
+//!   shop on `www.shop.test`, the entry cookie set for `shop.test`. Chromium
+//!   and the test's client take both names for 127.0.0.1.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -15,15 +23,95 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use common::browser::{Browser, TEXT};
 use common::{
-    Process, ROOM, Room, TempDir, complete, eventually, get_json, join, no_redirects, wait_active,
+    Process, ROOM, Room, TempDir, complete, error_of, eventually, get_json, join, wait_active,
 };
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use usher_runtime::testing::free_port;
 
-const EXAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../charts/usher/examples/nginx-auth-request.conf"
-);
+/// One of the examples under `charts/usher/examples/`, made to run on
+/// this machine, and what a visitor sees of it.
+struct Layout {
+    /// The example's file name.
+    example: &'static str,
+    /// NGINX's port.
+    port: u16,
+    /// Edits to the example besides those every layout needs (upstreams,
+    /// room, NGINX's own files): each must find its text.
+    rewrites: Vec<(String, String)>,
+    /// Host names that Chromium and the test's client take for 127.0.0.1.
+    hosts: &'static [&'static str],
+    /// The shop's origin.
+    shop: String,
+    /// The waiting page's URL.
+    queue: String,
+    /// Where the shop's door sends a refused `GET /checkout`.
+    door: String,
+    /// What the brokers need for the layout.
+    broker_env: Vec<(&'static str, String)>,
+    /// The entry cookie's domain as the browser keeps it: the host alone,
+    /// or the `Domain` attribute with a leading dot.
+    cookie_domain: &'static str,
+    /// A return URL the waiting room must refuse.
+    foreign_return: String,
+}
+
+/// The waiting room under `/queue/` of the shop's own host.
+fn path_prefix() -> Layout {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    Layout {
+        example: "nginx-auth-request.conf",
+        port,
+        rewrites: vec![("listen 80;".into(), format!("listen 127.0.0.1:{port};"))],
+        hosts: &[],
+        queue: format!("{base}/queue/"),
+        shop: base,
+        door: "/queue/?return=/checkout".into(),
+        broker_env: vec![],
+        cookie_domain: "127.0.0.1",
+        foreign_return: "https://evil.example/".into(),
+    }
+}
+
+/// The waiting room on `queue.shop.test`, the shop on `www.shop.test`, the
+/// cookie set for `shop.test`: the shared-domain example over plain HTTP
+/// on one port, `.test` for `.example`.
+fn shared_domain() -> Layout {
+    let port = free_port();
+    let shop = format!("http://www.shop.test:{port}");
+    let queue = format!("http://queue.shop.test:{port}/");
+    let rewrite = |from: &str, to: &str| (from.to_owned(), to.to_owned());
+    Layout {
+        example: "nginx-shared-domain.conf",
+        port,
+        rewrites: vec![
+            rewrite("listen 443 ssl;", &format!("listen 127.0.0.1:{port};")),
+            rewrite("ssl_certificate /etc/nginx/tls/shop.example.crt;", ""),
+            rewrite("ssl_certificate_key /etc/nginx/tls/shop.example.key;", ""),
+            rewrite(
+                "server_name www.shop.example;",
+                "server_name www.shop.test;",
+            ),
+            rewrite(
+                "server_name queue.shop.example;",
+                "server_name queue.shop.test;",
+            ),
+            rewrite("https://queue.shop.example/", &queue),
+            rewrite("https://www.shop.example", &shop),
+        ],
+        hosts: &["www.shop.test", "queue.shop.test"],
+        door: format!("{queue}?return={shop}/checkout"),
+        broker_env: vec![
+            ("USHER_COOKIE_DOMAIN", "shop.test".into()),
+            ("USHER_RETURN_ORIGINS", shop.clone()),
+        ],
+        shop,
+        queue,
+        cookie_domain: ".shop.test",
+        foreign_return: format!("http://evil.test:{port}/"),
+    }
+}
 
 /// A shop whose `GET /checkout` shows the user NGINX passed on.
 async fn shop() -> u16 {
@@ -46,32 +134,42 @@ async fn shop() -> u16 {
     port
 }
 
-/// NGINX running the example configuration, pointed at local ports, as a
-/// single foreground process that needs no root and writes only under
-/// its own directory.
+/// NGINX running one of the examples, pointed at local ports, as a single
+/// foreground process that needs no root and writes only under its own
+/// directory.
 struct Nginx {
     _process: Process,
     _dir: TempDir,
-    base: String,
 }
 
 impl Nginx {
-    async fn start(broker: u16, shop: u16) -> Self {
-        let port = free_port();
+    /// `example` with `rewrites` and the ones every layout needs: the
+    /// upstreams on `broker` and `shop`, the test's room, NGINX's files
+    /// under its own directory. Returns once NGINX listens on `port`.
+    async fn start(
+        example: &str,
+        port: u16,
+        broker: u16,
+        shop: u16,
+        rewrites: Vec<(String, String)>,
+    ) -> Self {
         let dir = TempDir(std::env::temp_dir().join(format!("usher-nginx-{port}")));
         std::fs::create_dir_all(&dir.0).unwrap();
-        let example = std::fs::read_to_string(EXAMPLE).unwrap();
+        let path = format!(
+            "{}/../charts/usher/examples/{example}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let example = std::fs::read_to_string(path).unwrap();
         let tmp = dir.0.display();
         let mut conf = format!(
             "master_process off;\npid {tmp}/nginx.pid;\nerror_log stderr error;\n{example}"
         );
-        for (from, to) in [
+        let common = [
             (
                 "concert-2026-broker.usher.svc:8080".to_owned(),
                 format!("127.0.0.1:{broker}"),
             ),
             ("shop.shop.svc:8080".to_owned(), format!("127.0.0.1:{shop}")),
-            ("listen 80;".to_owned(), format!("listen 127.0.0.1:{port};")),
             (
                 "/v1/rooms/concert-2026/".to_owned(),
                 format!("/v1/rooms/{ROOM}/"),
@@ -84,7 +182,8 @@ impl Nginx {
                      uwsgi_temp_path {tmp}/uwsgi;\n    scgi_temp_path {tmp}/scgi;\n"
                 ),
             ),
-        ] {
+        ];
+        for (from, to) in common.into_iter().chain(rewrites) {
             assert!(conf.contains(&from), "the example no longer holds {from:?}");
             conf = conf.replace(&from, &to);
         }
@@ -101,31 +200,24 @@ impl Nginx {
                 .spawn()
                 .expect("nginx must be installed (apt-get install nginx)"),
         );
-        let base = format!("http://127.0.0.1:{port}");
-        eventually(Duration::from_secs(10), "nginx listening", || {
-            let url = format!("{base}/queue/healthz");
-            async move {
-                reqwest::get(url)
-                    .await
-                    .ok()?
-                    .status()
-                    .is_success()
-                    .then_some(())
-            }
+        eventually(Duration::from_secs(10), "nginx listening", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
         })
         .await;
         Nginx {
             _process: process,
             _dir: dir,
-            base,
         }
     }
 }
 
-/// Where NGINX sends `GET /checkout` with `cookie`: the answer's status
-/// and `Location`.
-async fn checkout_with(nginx: &Nginx, cookie: Option<&str>) -> (u16, String) {
-    let mut request = no_redirects().get(format!("{}/checkout", nginx.base));
+/// What the shop's door answers `GET {url}` with `cookie`: the status and
+/// `Location`.
+async fn door(client: &reqwest::Client, url: &str, cookie: Option<&str>) -> (u16, String) {
+    let mut request = client.get(url);
     if let Some(cookie) = cookie {
         request = request.header("cookie", cookie);
     }
@@ -149,23 +241,53 @@ fn claims(jwt: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_visitor_waits_at_the_shops_door_and_comes_back_admitted() {
+    journey(path_prefix()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_visitor_waits_on_the_queue_host_and_comes_back_to_the_shop_host() {
+    journey(shared_domain()).await;
+}
+
+/// The round trip through `layout`, from the shop's door through the line
+/// and back, until the shop completes the session.
+async fn journey(layout: Layout) {
     let room = Room::new(&[("USHER_CAPACITY", "1"), ("USHER_DISPATCH_TICK", "50ms")]);
     // The shop's checkout service holds the room's checkout key.
     let checkout_key = "k".repeat(40);
     let key_file = std::env::temp_dir().join(format!("usher-journey-{}.key", free_port()));
     std::fs::write(&key_file, &checkout_key).unwrap();
-    let (_broker, broker_base) = room
-        .broker(&[("USHER_CHECKOUT_KEY", key_file.to_str().unwrap())])
-        .await;
+    let mut broker_env = vec![("USHER_CHECKOUT_KEY", key_file.to_str().unwrap())];
+    broker_env.extend(layout.broker_env.iter().map(|(k, v)| (*k, v.as_str())));
+    let (_broker, broker_base) = room.broker(&broker_env).await;
     let _dispatcher = room.dispatcher(&[]).await;
     let broker_port: u16 = broker_base.rsplit(':').next().unwrap().parse().unwrap();
-    let nginx = Nginx::start(broker_port, shop().await).await;
+    let _nginx = Nginx::start(
+        layout.example,
+        layout.port,
+        broker_port,
+        shop().await,
+        layout.rewrites,
+    )
+    .await;
+    // The test's own client finds the layout's hosts as the browser does.
+    let local = SocketAddr::from(([127, 0, 0, 1], layout.port));
+    let visitor = layout
+        .hosts
+        .iter()
+        .fold(
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()),
+            |builder, host| builder.resolve(host, local),
+        )
+        .build()
+        .unwrap();
 
     // Refused at the door: no cookie, or a forged one, goes to the queue.
-    let to_queue = (302, "/queue/?return=/checkout".to_owned());
-    assert_eq!(checkout_with(&nginx, None).await, to_queue);
+    let checkout_url = format!("{}/checkout", layout.shop);
+    let to_queue = (302, layout.door.clone());
+    assert_eq!(door(&visitor, &checkout_url, None).await, to_queue);
     assert_eq!(
-        checkout_with(&nginx, Some("usher_entry=not.a.token")).await,
+        door(&visitor, &checkout_url, Some("usher_entry=not.a.token")).await,
         to_queue
     );
 
@@ -175,14 +297,27 @@ async fn a_visitor_waits_at_the_shops_door_and_comes_back_admitted() {
     wait_active(&broker_base, 1).await;
 
     // The visitor opens the checkout, with a query of its own that must
-    // survive the trip, and lands on the waiting page under /queue/.
-    let mut browser = Browser::launch().await;
-    let checkout = "/checkout?item=7&qty=2";
-    browser.open(&format!("{}{checkout}", nginx.base)).await;
+    // survive the trip, and lands on the waiting page.
+    let resolve = layout
+        .hosts
+        .iter()
+        .map(|host| format!("MAP {host} 127.0.0.1"))
+        .collect::<Vec<_>>();
+    let flags = if resolve.is_empty() {
+        vec![]
+    } else {
+        vec![format!("--host-resolver-rules={}", resolve.join(", "))]
+    };
+    let mut browser = Browser::launch_with(&flags).await;
+    let checkout = format!("{}/checkout?item=7&qty=2", layout.shop);
+    browser.open(&checkout).await;
     browser
         .wait_for(&format!("({TEXT})('status').startsWith('Live')"))
         .await;
-    assert_eq!(browser.eval("location.pathname").await, "/queue/");
+    assert_eq!(
+        browser.eval("location.origin + location.pathname").await,
+        layout.queue
+    );
     assert_eq!(browser.eval(&format!("({TEXT})('position')")).await, "1");
 
     // The holder finishes; the visitor is admitted and sent back.
@@ -190,14 +325,11 @@ async fn a_visitor_waits_at_the_shops_door_and_comes_back_admitted() {
     browser
         .wait_for("location.pathname === '/checkout' && !!document.getElementById('user')")
         .await;
-    assert_eq!(
-        browser.eval("location.pathname + location.search").await,
-        checkout
-    );
+    assert_eq!(browser.eval("location.href").await, checkout);
 
     // The shop saw the user the entry cookie names.
     let cookies = browser
-        .call("Network.getCookies", json!({"urls": [nginx.base]}))
+        .call("Network.getCookies", json!({"urls": [layout.shop]}))
         .await;
     let entry = cookies["cookies"]
         .as_array()
@@ -208,6 +340,7 @@ async fn a_visitor_waits_at_the_shops_door_and_comes_back_admitted() {
         .clone();
     assert_eq!(entry["httpOnly"], true);
     assert_eq!(entry["path"], "/");
+    assert_eq!(entry["domain"], layout.cookie_domain);
     let token = entry["value"].as_str().unwrap();
     let user = browser.eval(&format!("({TEXT})('user')")).await;
     assert_eq!(user, claims(token)["sub"]);
@@ -216,10 +349,10 @@ async fn a_visitor_waits_at_the_shops_door_and_comes_back_admitted() {
     // The real cookie passes the door; the same token with a signature of
     // another key does not.
     let cookie = format!("usher_entry={token}");
-    assert_eq!(checkout_with(&nginx, Some(&cookie)).await.0, 200);
+    assert_eq!(door(&visitor, &checkout_url, Some(&cookie)).await.0, 200);
     let (head_and_claims, _) = token.rsplit_once('.').unwrap();
     let forged = format!("usher_entry={head_and_claims}.{}", "A".repeat(86));
-    assert_eq!(checkout_with(&nginx, Some(&forged)).await, to_queue);
+    assert_eq!(door(&visitor, &checkout_url, Some(&forged)).await, to_queue);
 
     // Another visitor waits for the slot the browser's visitor holds.
     let next = join(&client, &broker_base).await;
@@ -234,7 +367,7 @@ async fn a_visitor_waits_at_the_shops_door_and_comes_back_admitted() {
         .unwrap();
     assert_eq!(done.status(), 200);
     eventually(Duration::from_secs(5), "the door shut", || async {
-        (checkout_with(&nginx, Some(&cookie)).await == to_queue).then_some(())
+        (door(&visitor, &checkout_url, Some(&cookie)).await == to_queue).then_some(())
     })
     .await;
     eventually(Duration::from_secs(10), "the next visitor admitted", || {
@@ -245,13 +378,14 @@ async fn a_visitor_waits_at_the_shops_door_and_comes_back_admitted() {
     .await;
     let _ = std::fs::remove_file(&key_file);
 
-    // A return URL off the allow-list is refused through the prefix too.
-    let evil = format!(
-        "{}/queue/v1/rooms/{ROOM}/sessions/{}/enter?token={}&return=https://evil.example/",
-        nginx.base, holder.session_id, holder.session_token
+    // A return URL off the allow-list is refused through the proxy too.
+    let foreign = format!(
+        "{}v1/rooms/{ROOM}/sessions/{}/enter?token={}&return={}",
+        layout.queue, next.session_id, next.session_token, layout.foreign_return
     );
-    let refused = no_redirects().get(evil).send().await.unwrap();
-    assert_eq!(refused.status(), 400);
-    let body: Value = refused.json().await.unwrap();
-    assert_eq!(body["code"], "return_not_allowed");
+    let refused = visitor.get(foreign).send().await.unwrap();
+    assert_eq!(
+        error_of(refused).await,
+        (StatusCode::BAD_REQUEST, "return_not_allowed".to_owned())
+    );
 }

@@ -25,6 +25,13 @@ pub struct Browser {
 
 impl Browser {
     pub async fn launch() -> Self {
+        Self::launch_with(&[]).await
+    }
+
+    /// [`Browser::launch`] with more command-line flags, such as
+    /// `--host-resolver-rules=MAP *.shop.test 127.0.0.1` for hosts that
+    /// only the test knows.
+    pub async fn launch_with(flags: &[String]) -> Self {
         let port = free_port();
         let profile = TempDir(std::env::temp_dir().join(format!("usher-chromium-{port}")));
         let process = Process(
@@ -42,6 +49,7 @@ impl Browser {
                 ])
                 .arg(format!("--remote-debugging-port={port}"))
                 .arg(format!("--user-data-dir={}", profile.0.display()))
+                .args(flags)
                 .arg("about:blank")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
