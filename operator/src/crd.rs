@@ -40,6 +40,9 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new(
     "!has(self.opensAt) || !has(self.closesAt) || timestamp(self.closesAt) > timestamp(self.opensAt)"
 ).message("closesAt must be after opensAt"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.gate) || !has(self.gate.maxSessionDuration) || duration(self.gate.maxSessionDuration) >= duration(self.sessionDuration)"
+).message("gate.maxSessionDuration must be at least sessionDuration"))]
 #[serde(rename_all = "camelCase")]
 pub struct WaitingRoomSpec {
     /// The event (room) id visitors join; defaults to the resource's name.
@@ -112,7 +115,27 @@ pub struct GateSpec {
         "duration(self) >= duration('1s') && duration(self) <= duration('1h')"
     ).message("claimWindow must be from 1s to 1h"))]
     pub claim_window: Option<String>,
+    /// The longest the shop's checkout may extend a session to, counted
+    /// from its admission (`POST .../checkout/extend`), e.g. `45m`: at
+    /// least `sessionDuration`, at most 168h. Absent = no extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new(
+        "duration(self) <= duration('168h')"
+    ).message("maxSessionDuration must be at most 168h (7 days)"))]
+    pub max_session_duration: Option<String>,
+    /// Where the gate's redirect form (`status.gateUrl` + `/redirect`, for
+    /// Traefik and Envoy) sends refused visitors: a path on the shop's host
+    /// (`/queue/`, the default) or the waiting room's URL
+    /// (`https://queue.shop.example/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), pattern(WAITING_PAGE))]
+    pub waiting_page: Option<String>,
 }
+
+/// A waiting page as the runtime reads `USHER_WAITING_PAGE`: a path with one
+/// leading `/`, or an http(s) URL without user info; no query, no fragment.
+const WAITING_PAGE: &str = r"^(/([^/?#\\\s][^?#\\\s]*)?|https?://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?(/[^?#\\\s]*)?)$";
 
 /// An origin as the runtime reads `USHER_RETURN_ORIGINS`: `http(s)://host`,
 /// with a port from 1 to 65535 at most, nothing else.

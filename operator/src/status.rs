@@ -134,6 +134,7 @@ mod tests {
             paused: false,
             abandon_timeout_ms: 120_000,
             claim_window_ms: 0,
+            max_session_duration_ms: 0,
             revision: 1,
         }
     }

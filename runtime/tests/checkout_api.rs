@@ -1,6 +1,6 @@
 //! The checkout's API, server to server, against a real broker, dispatcher
-//! and Redis: the shop completes and revokes sessions with the room's
-//! checkout key, and every bad call gets a JSON 4xx and changes nothing.
+//! and Redis: the shop completes, revokes and extends sessions with the
+//! room's checkout key, and every bad call gets a JSON 4xx and changes nothing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -262,10 +262,15 @@ async fn bad_checkout_calls_get_a_json_4xx_and_change_nothing() {
         ),
         (Some(KEY), &bob_body, StatusCode::CONFLICT, "not_active"),
     ];
-    for action in ["complete", "revoke"] {
+    for action in ["complete", "revoke", "extend"] {
         for (key, body, status, code) in &cases {
+            let body = if action == "extend" {
+                for_ten_minutes(body)
+            } else {
+                (*body).to_owned()
+            };
             assert_eq!(
-                error_of(call(&base, action, *key, body).await).await,
+                error_of(call(&base, action, *key, &body).await).await,
                 (*status, (*code).to_owned()),
                 "{action} {body}"
             );
@@ -309,6 +314,102 @@ async fn bad_checkout_calls_get_a_json_4xx_and_change_nothing() {
         );
         assert_eq!(picture(&base, &[&alice, &bob]).await, before, "{action}");
     }
+    // Only an extension says for how long, and says it well.
+    for (action, body) in [
+        ("extend", alice_body.clone()),
+        (
+            "extend",
+            json!({ "jti": alice.session_id, "for": "soon" }).to_string(),
+        ),
+        (
+            "extend",
+            json!({ "jti": alice.session_id, "for": "0s" }).to_string(),
+        ),
+        (
+            "extend",
+            json!({ "jti": alice.session_id, "for": 600 }).to_string(),
+        ),
+        ("complete", for_ten_minutes(&alice_body)),
+    ] {
+        assert_eq!(
+            error_of(call(&base, action, Some(KEY), &body).await).await,
+            (StatusCode::BAD_REQUEST, "invalid_body".into()),
+            "{action} {body}"
+        );
+    }
+    assert_eq!(picture(&base, &[&alice, &bob]).await, before);
+}
+
+/// `body` with `"for": "10m"` added, when it is a JSON object.
+fn for_ten_minutes(body: &str) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(mut fields)) => {
+            fields.insert("for".into(), json!("10m"));
+            Value::Object(fields).to_string()
+        }
+        _ => body.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn the_shop_extends_a_session_up_to_the_longest() {
+    let mut settings = shop_settings().to_vec();
+    settings.extend([
+        ("USHER_SESSION_DURATION", "1m"),
+        ("USHER_MAX_SESSION_DURATION", "5m"),
+    ]);
+    let room = Room::new(&settings);
+    let (_broker, _dispatcher, base) = shop_room(&room).await;
+    let alice = join(&reqwest::Client::new(), &base).await;
+    let mut events = SseClient::connect(&format!("{base}{}", alice.events_url), None).await;
+    let admitted = events
+        .next_of("admitted", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let expiry = |body: &Value| {
+        usher_runtime::clock::parse_rfc3339(body["expiresAt"].as_str().unwrap()).unwrap()
+    };
+    let first_expiry = expiry(&admitted.data);
+
+    // Asked for ten more minutes, the session gets what the longest allows:
+    // five minutes after its admission.
+    let body = json!({ "jti": alice.session_id, "for": "10m" }).to_string();
+    let extended = ok_json(call(&base, "extend", Some(KEY), &body).await).await;
+    assert_eq!(extended["state"], "admitted");
+    assert_eq!(expiry(&extended) - first_expiry, 4 * 60_000);
+    let token = extended["entryToken"].as_str().unwrap();
+    assert_ne!(token, admitted.data["entryToken"].as_str().unwrap());
+    // The visitor's stream gets the admission again, with the new expiry.
+    let again = events
+        .next_of("admitted", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(expiry(&again.data), expiry(&extended));
+    // The new token passes the gate and lasts as long as the session.
+    let gate = reqwest::Client::new()
+        .get(format!("{base}/v1/rooms/{ROOM}/gate"))
+        .header("cookie", format!("usher_entry={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gate.status(), StatusCode::OK);
+    let exp =
+        usher_runtime::clock::parse_rfc3339(gate.headers()["x-usher-expires-at"].to_str().unwrap())
+            .unwrap();
+    assert_eq!(exp, expiry(&extended));
+    // Asking again changes nothing, and a shorter ask never shortens it.
+    for ask in ["10m", "1s"] {
+        let body = json!({ "entryToken": token, "for": ask }).to_string();
+        let same = ok_json(call(&base, "extend", Some(KEY), &body).await).await;
+        assert_eq!(expiry(&same), expiry(&extended), "{ask}");
+    }
+    // An ended session is not extended.
+    let done = json!({ "jti": alice.session_id }).to_string();
+    ok_json(call(&base, "complete", Some(KEY), &done).await).await;
+    assert_eq!(
+        error_of(call(&base, "extend", Some(KEY), &body).await).await,
+        (StatusCode::CONFLICT, "not_active".into())
+    );
 }
 
 #[tokio::test]
@@ -317,7 +418,7 @@ async fn without_a_key_the_checkout_api_is_off() {
     let (_broker, base) = room.broker(&[]).await;
     let alice = join(&reqwest::Client::new(), &base).await;
     let body = json!({ "jti": alice.session_id }).to_string();
-    for action in ["complete", "revoke"] {
+    for action in ["complete", "revoke", "extend"] {
         for key in [None, Some(KEY)] {
             assert_eq!(
                 error_of(call(&base, action, key, &body).await).await,

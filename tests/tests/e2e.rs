@@ -260,6 +260,14 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
             "sessionDuration: 10m\n  gate: {claimWindow: 61m}",
             "claimWindow must be from 1s to 1h",
         ),
+        (
+            "sessionDuration: 10m\n  gate: {maxSessionDuration: 5m}",
+            "gate.maxSessionDuration must be at least sessionDuration",
+        ),
+        (
+            "sessionDuration: 10m\n  gate: {waitingPage: \"//evil.example/\"}",
+            "spec.gate.waitingPage",
+        ),
     ] {
         let manifest = room_manifest("redis://127.0.0.1:1/", 5, false)
             .replace("sessionDuration: 10m", spoiled);

@@ -43,7 +43,8 @@ fn secret_volume(name: &str, secret: String, path: &str) -> (Volume, VolumeMount
     (volume, mount)
 }
 
-/// Where admitted visitors may be sent back to, and the entry cookie's domain.
+/// Where admitted visitors may be sent back to, the entry cookie's domain,
+/// and where the gate's redirect form sends refused visitors.
 fn gate_env(room: &WaitingRoom) -> Vec<EnvVar> {
     let Some(gate) = &room.spec.gate else {
         return Vec::new();
@@ -56,12 +57,17 @@ fn gate_env(room: &WaitingRoom) -> Vec<EnvVar> {
             value_from: None,
         });
     }
-    if let Some(domain) = &gate.cookie_domain {
-        env.push(EnvVar {
-            name: "USHER_COOKIE_DOMAIN".into(),
-            value: Some(domain.clone()),
-            value_from: None,
-        });
+    for (name, value) in [
+        ("USHER_COOKIE_DOMAIN", &gate.cookie_domain),
+        ("USHER_WAITING_PAGE", &gate.waiting_page),
+    ] {
+        if let Some(value) = value {
+            env.push(EnvVar {
+                name: name.into(),
+                value: Some(value.clone()),
+                value_from: None,
+            });
+        }
     }
     env
 }
@@ -197,6 +203,7 @@ mod tests {
                 "https://m.shop.example".into(),
             ],
             cookie_domain: Some("shop.example".into()),
+            waiting_page: Some("https://queue.shop.example/".into()),
             ..Default::default()
         });
         let deployment = deployment(&room, &inputs());
@@ -208,6 +215,10 @@ mod tests {
             Some("https://shop.example,https://m.shop.example")
         );
         assert_eq!(get("USHER_COOKIE_DOMAIN").as_deref(), Some("shop.example"));
+        assert_eq!(
+            get("USHER_WAITING_PAGE").as_deref(),
+            Some("https://queue.shop.example/")
+        );
         assert_eq!(
             gate_url(&room),
             "http://concert-broker.tickets.svc:8080/v1/rooms/concert/gate"

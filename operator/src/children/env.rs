@@ -47,6 +47,14 @@ pub fn room_env(room: &WaitingRoom, config_revision: i64) -> Vec<EnvVar> {
     if let Some(window) = spec.gate.as_ref().and_then(|g| g.claim_window.as_ref()) {
         env.push(plain("USHER_CLAIM_WINDOW", window.clone()));
     }
+    // Also a room rule: brokers extend, dispatchers expire.
+    if let Some(longest) = spec
+        .gate
+        .as_ref()
+        .and_then(|g| g.max_session_duration.as_ref())
+    {
+        env.push(plain("USHER_MAX_SESSION_DURATION", longest.clone()));
+    }
     env
 }
 
@@ -108,7 +116,7 @@ mod tests {
             "capacity": 500, "admissionRate": 300, "sessionDuration": "10m", "queueing": "Random",
             "opensAt": "2026-12-01T10:00:00Z", "closesAt": "2026-12-01T18:00:00Z", "paused": true,
             "eventId": "concert-2026", "redis": {"url": "redis://redis:6379/"},
-            "gate": {"claimWindow": "2m"}
+            "gate": {"claimWindow": "2m", "maxSessionDuration": "30m"}
         }));
         let env = room_env(&room, 7);
         for (name, expected) in [
@@ -123,6 +131,7 @@ mod tests {
             ("USHER_PAUSED", "true"),
             ("USHER_CONFIG_REVISION", "7"),
             ("USHER_CLAIM_WINDOW", "2m"),
+            ("USHER_MAX_SESSION_DURATION", "30m"),
         ] {
             assert_eq!(value(&env, name), Some(expected), "{name}");
         }
