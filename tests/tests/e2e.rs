@@ -190,6 +190,23 @@ fn condition(status: &Value, kind: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The CRD files `tests/cluster/gateway-crds.sh` fetched (once per version).
+fn proxy_crds() -> Vec<std::path::PathBuf> {
+    let output = Command::new(repo().join("tests/cluster/gateway-crds.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "tests/cluster/gateway-crds.sh failed"
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(std::path::PathBuf::from)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     let cluster = Cluster::up("operator");
@@ -209,7 +226,27 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     cluster
         .apply("usher", &cluster.helm_template("usher", &["replicas=0"]))
         .unwrap();
-    for example in ["waitingroom.yaml", "ingress-nginx.yaml"] {
+    // The proxies' own CRDs (Traefik, Envoy Gateway, Gateway API), so that
+    // their examples are checked against the real schemas and CEL rules.
+    for crd in proxy_crds() {
+        let crd = crd.to_str().unwrap();
+        // Server-side: client-side apply keeps the whole CRD in an annotation,
+        // and the largest exceed its 256 KiB limit.
+        cluster.kubectl_ok(&["apply", "--server-side", "-f", crd]);
+        cluster.kubectl_ok(&[
+            "wait",
+            "--for=condition=established",
+            "-f",
+            crd,
+            "--timeout=30s",
+        ]);
+    }
+    for example in [
+        "waitingroom.yaml",
+        "ingress-nginx.yaml",
+        "traefik.yaml",
+        "envoy-gateway.yaml",
+    ] {
         let example =
             std::fs::read_to_string(repo().join("charts/usher/examples").join(example)).unwrap();
         cluster
