@@ -1,30 +1,24 @@
 #!/usr/bin/env bash
-# Gate checks per second: one visitor is admitted, then wrk (Debian package
-# `wrk`) asks the broker's gate with that visitor's entry cookie over
-# CONNECTIONS kept-alive connections for DURATION, as an ingress does with
-# its pooled upstream connections. Everything runs on 127.0.0.1 and stops.
+# Gate checks per second, and revocation to refusal, with usher-load's gate
+# mode: VISITORS visitors are admitted, then the gate of the first broker is
+# asked with their entry cookies over CONNECTIONS kept-alive connections for
+# HOLD seconds, as an ingress does with its pooled upstream connections.
+# Then one visitor is revoked through the checkout's API, and the run times
+# until both brokers of the room refuse that visitor. Everything runs on
+# 127.0.0.1 and stops; arguments go on to usher-load (e.g. --json).
 #
 #   runtime/bench/gate.sh
-#   CONNECTIONS=128 DURATION=20s runtime/bench/gate.sh
+#   CONNECTIONS=128 HOLD=20 runtime/bench/gate.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 CONNECTIONS=${CONNECTIONS:-64}
-DURATION=${DURATION:-10s}
-CAPACITY=1 SESSION=1h POSITION_INTERVAL=1s
-command -v wrk >/dev/null || { echo "gate.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
+HOLD=${HOLD:-10}
+VISITORS=${VISITORS:-1000}
+CAPACITY=$VISITORS SESSION=1h POSITION_INTERVAL=1s BROKERS=2 CHECKOUT_KEY=1
 
 source runtime/bench/room.sh
 
-base="http://127.0.0.1:$broker_port"
-status_url=$(curl -sf -X POST "$base/v1/rooms/bench/queue" | python3 -c 'import json,sys; print(json.load(sys.stdin)["statusUrl"])')
-token=""
-for _ in $(seq 100); do
-  token=$(curl -sf "$base$status_url" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("entryToken") or "")')
-  [ -n "$token" ] && break
-  sleep 0.1
-done
-[ -n "$token" ] || { echo "the visitor was never admitted" >&2; exit 1; }
-curl -sf -o /dev/null -H "Cookie: usher_entry=$token" "$base/v1/rooms/bench/gate"
-wrk --latency -t 1 -c "$CONNECTIONS" -d "$DURATION" \
-  -H "Cookie: usher_entry=$token" "$base/v1/rooms/bench/gate"
+"$bin/usher-load" --gate --target "http://127.0.0.1:$broker_port" --room bench \
+  --clients "$VISITORS" --connections "$CONNECTIONS" --hold "$HOLD" \
+  --checkout-key "$work/checkout.key" --gate-brokers "$other_broker_urls" "$@"

@@ -1,8 +1,10 @@
 # Sourced by the benchmark scripts: builds the release binaries and starts
 # redis-server, one `usher broker` and one `usher dispatcher` on free
 # 127.0.0.1 ports, all stopped when the script exits. Reads CAPACITY,
-# SESSION and POSITION_INTERVAL; sets bin, work, redis_port, broker_port,
-# broker_metrics_port and broker_pid.
+# SESSION and POSITION_INTERVAL, and optionally BROKERS (more brokers of the
+# room, default 1) and CHECKOUT_KEY=1 (brokers get a checkout key, written
+# to $work/checkout.key); sets bin, work, redis_port, broker_port,
+# broker_metrics_port, broker_pid and other_broker_urls (comma-separated).
 
 ulimit -n "$(ulimit -Hn)"
 cargo build --release --quiet --bin usher --bin usher-load
@@ -25,10 +27,22 @@ pids+=($!)
 export USHER_ROOM=bench USHER_REDIS_URL="redis://127.0.0.1:$redis_port/" USHER_LOG=warn \
   USHER_CAPACITY="$CAPACITY" USHER_SESSION_DURATION="$SESSION" USHER_TOKEN_KEY="$work/entry.pem" \
   USHER_POSITION_INTERVAL="$POSITION_INTERVAL" USHER_ABANDON_TIMEOUT=10m
+if [ "${CHECKOUT_KEY:-0}" = 1 ]; then
+  python3 -c 'import secrets; print(secrets.token_hex(32))' >"$work/checkout.key"
+  export USHER_CHECKOUT_KEY="$work/checkout.key"
+fi
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
 USHER_LISTEN="127.0.0.1:$broker_port" USHER_METRICS_LISTEN="127.0.0.1:$broker_metrics_port" \
   "$bin/usher" broker &
 broker_pid=$!; pids+=("$broker_pid")
+other_broker_urls=""
+for _ in $(seq 2 "${BROKERS:-1}"); do
+  port=$(free_port)
+  USHER_LISTEN="127.0.0.1:$port" USHER_METRICS_LISTEN="127.0.0.1:$(free_port)" "$bin/usher" broker &
+  pids+=($!)
+  until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.05; done
+  other_broker_urls="${other_broker_urls:+$other_broker_urls,}http://127.0.0.1:$port"
+done
 USHER_LISTEN="127.0.0.1:$dispatcher_port" "$bin/usher" dispatcher &
 pids+=($!)
 until curl -sf "http://127.0.0.1:$broker_port/readyz" >/dev/null; do sleep 0.05; done

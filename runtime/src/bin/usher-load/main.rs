@@ -1,7 +1,7 @@
 //! `usher-load`: load generator and benchmark for the Usher waiting-room
 //! broker.
 //!
-//! A run has three phases, all bounded:
+//! A run (besides `--gate`, see `gate.rs`) has three phases, all bounded:
 //! 1. **Joins** at a fixed rate. In streaming mode each join is a short
 //!    connection, followed by opening the user's event stream on a new
 //!    connection; in `--joins-only` mode joins go over `--connections`
@@ -19,6 +19,7 @@
 //! `ulimit -n $(ulimit -Hn) && usher-load --clients 100000 --join-rate 2000`.
 
 mod clients;
+mod gate;
 mod http;
 mod probes;
 mod recorder;
@@ -96,7 +97,29 @@ struct Args {
     #[arg(long)]
     joins_only: bool,
 
-    /// Keep-alive connections carrying the joins in --joins-only mode.
+    /// Measure the shop's gate instead: admit --clients visitors, then ask
+    /// the gate with their entry cookies over --connections keep-alive
+    /// connections for --hold seconds (the room's capacity must hold them).
+    #[arg(long, conflicts_with_all = ["joins_only", "complete_after"])]
+    gate: bool,
+
+    /// With --gate: the file holding the room's checkout key; the run then
+    /// revokes one visitor and times until every broker refuses it.
+    #[arg(long, value_name = "FILE", requires = "gate")]
+    checkout_key: Option<String>,
+
+    /// With --checkout-key: other brokers of the room (http://host:port,
+    /// comma-separated) that must refuse the revoked visitor too.
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        requires = "checkout_key"
+    )]
+    gate_brokers: Vec<String>,
+
+    /// Keep-alive connections carrying the joins in --joins-only mode (and
+    /// the gate checks in --gate mode).
     #[arg(long, value_name = "J", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     connections: u32,
 
@@ -344,7 +367,43 @@ fn spawn_progress(ctx: &Arc<Ctx>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// `--gate`: see `gate.rs`.
+async fn run_gate(args: &Args) -> anyhow::Result<Report> {
+    check_open_files(u64::from(args.connections) + FD_RESERVE);
+    let target = Target::resolve(&args.target).await?;
+    let mut other_brokers = Vec::new();
+    for url in &args.gate_brokers {
+        other_brokers.push(Target::resolve(url).await?);
+    }
+    let checkout_key = match &args.checkout_key {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the checkout key {path}"))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let hold = Duration::from_secs_f64(args.hold).min(Duration::from_secs(args.max_seconds));
+    gate::run(gate::GatePlan {
+        connector: Arc::new(Connector::new(target.addr, args.source_addrs)),
+        target,
+        room: args.room.clone(),
+        visitors: args.clients as usize,
+        connections: args.connections as usize,
+        hold,
+        timeout: Duration::from_secs(args.timeout),
+        checkout_key,
+        other_brokers,
+        source_addrs: args.source_addrs,
+    })
+    .await
+}
+
 async fn run(args: &Args) -> anyhow::Result<Report> {
+    if args.gate {
+        return run_gate(args).await;
+    }
     let run_started = Instant::now();
     let deadline = run_started + Duration::from_secs(args.max_seconds);
     let clients = u64::from(args.clients);
@@ -638,6 +697,19 @@ mod tests {
         assert_eq!(args.metrics, "http://127.0.0.1:9191");
         assert!(args.joins_only && args.json);
 
+        let args = Args::try_parse_from([
+            "usher-load",
+            "--gate",
+            "--checkout-key",
+            "/tmp/key",
+            "--gate-brokers",
+            "http://127.0.0.1:8081,http://127.0.0.1:8082",
+        ])
+        .expect("gate flags parse");
+        assert!(args.gate);
+        assert_eq!(args.gate_brokers.len(), 2);
+        assert!(Args::try_parse_from(["usher-load", "--gate", "--joins-only"]).is_err());
+        assert!(Args::try_parse_from(["usher-load", "--checkout-key", "/tmp/key"]).is_err());
         assert!(Args::try_parse_from(["usher-load", "--join-rate", "0"]).is_err());
         assert!(Args::try_parse_from(["usher-load", "--clients", "0"]).is_err());
         assert!(Args::try_parse_from(["usher-load", "--source-addrs", "255"]).is_err());
