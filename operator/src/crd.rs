@@ -87,6 +87,29 @@ pub struct WaitingRoomSpec {
     /// The gate at the shop's door, and the way back to the shop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateSpec>,
+    /// A message shown to everyone waiting (up to 500 characters). Changing
+    /// it sends it at once to every open stream (SSE `message`); visitors
+    /// who come later see it too. Absent or empty: no message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 500))]
+    pub message: Option<String>,
+    /// Admit the next `count` visitors now, past the admission rate and a
+    /// pause (never past capacity). Done once per `requestId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admit_next: Option<AdmitNext>,
+}
+
+/// A one-time request to admit the front of the line now.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmitNext {
+    /// How many visitors, from the front of the line: 1 to 100,000.
+    #[schemars(range(min = 1, max = 100_000))]
+    pub count: i32,
+    /// Names this request; a new id makes a new request (`kubectl usher
+    /// admit` uses the time). The operator acts once per id.
+    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9._:-]+$"))]
+    pub request_id: String,
 }
 
 /// How admitted visitors return to the shop.
