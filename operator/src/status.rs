@@ -135,6 +135,7 @@ mod tests {
             abandon_timeout_ms: 120_000,
             claim_window_ms: 0,
             max_session_duration_ms: 0,
+            message: String::new(),
             revision: 1,
         }
     }

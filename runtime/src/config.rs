@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::broker::{EntryCookie, ReturnOrigins, WaitingPage};
 use crate::clock::parse_rfc3339;
 use crate::queue::{Queueing, RoomConfig};
+use crate::rules::RulesFrom;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,9 +41,16 @@ pub enum Command {
     Keygen,
 }
 
-/// The room's rules, written to the store at start.
+/// The room's rules, written to the store at start (unless they come from
+/// the store).
 #[derive(Args, Debug, Clone)]
 pub struct RoomArgs {
+    /// Where the room's rules come from: `flags` (these flags, written to
+    /// the store) or `store` (the operator writes them there; the rule
+    /// flags below are then ignored, and the process is ready once the
+    /// rules are there).
+    #[arg(long, env = "USHER_RULES_FROM", value_enum, default_value = "flags")]
+    pub rules_from: RulesFrom,
     /// Most users admitted (active) at once.
     #[arg(long, env = "USHER_CAPACITY", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub capacity: u64,
@@ -75,6 +83,9 @@ pub struct RoomArgs {
     /// admission (at least the session duration); unset = no extension.
     #[arg(long, env = "USHER_MAX_SESSION_DURATION", value_parser = parse_session_duration)]
     pub max_session_duration: Option<Duration>,
+    /// Shown to everyone waiting (up to 500 characters); empty = none.
+    #[arg(long, env = "USHER_MESSAGE", default_value = "", hide_default_value = true, value_parser = parse_message)]
+    pub message: String,
     /// Orders configurations: a process never replaces the room's rules with
     /// ones of a lower revision (an old pod restarting during a rollout).
     #[arg(long, env = "USHER_CONFIG_REVISION", default_value_t = 0)]
@@ -107,6 +118,7 @@ impl RoomArgs {
             max_session_duration_ms: self
                 .max_session_duration
                 .map_or(0, |d| d.as_millis() as i64),
+            message: self.message.clone(),
             revision: self.config_revision,
         })
     }
@@ -274,6 +286,20 @@ pub const MIN_ABANDON_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MIN_CLAIM_WINDOW: Duration = Duration::from_secs(1);
 /// Longest claim window: past it, a no-show holds the slot too long to matter.
 pub const MAX_CLAIM_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The longest message to everyone waiting, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 500;
+
+/// A message to everyone waiting: at most [`MAX_MESSAGE_CHARS`] characters.
+pub fn parse_message(text: &str) -> Result<String, String> {
+    let chars = text.chars().count();
+    if chars > MAX_MESSAGE_CHARS {
+        return Err(format!(
+            "the message has {chars} characters; at most {MAX_MESSAGE_CHARS}"
+        ));
+    }
+    Ok(text.to_owned())
+}
 
 /// A session duration, 1ms to [`MAX_SESSION_DURATION`].
 pub fn parse_session_duration(text: &str) -> Result<Duration, String> {

@@ -36,6 +36,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             abandon_timeout_ms: ABANDON_TIMEOUT.as_millis() as i64,
             claim_window_ms: 0,
             max_session_duration_ms: 0,
+            message: String::new(),
             revision: 0,
         },
     );

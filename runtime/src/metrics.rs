@@ -12,14 +12,17 @@ pub enum EventKind {
     Admitted,
     Closed,
     Error,
+    /// The room's message to everyone waiting.
+    Message,
 }
 
 impl EventKind {
-    const ALL: [EventKind; 4] = [
+    const ALL: [EventKind; 5] = [
         EventKind::Position,
         EventKind::Admitted,
         EventKind::Closed,
         EventKind::Error,
+        EventKind::Message,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -28,6 +31,7 @@ impl EventKind {
             EventKind::Admitted => "admitted",
             EventKind::Closed => "closed",
             EventKind::Error => "error",
+            EventKind::Message => "message",
         }
     }
 }
@@ -46,7 +50,7 @@ pub struct Metrics {
     /// Admitted sessions ended because nobody reached the gate in time
     /// (a dispatcher's steps, or a broker's gate seeing a late claim).
     pub unclaimed: AtomicU64,
-    events_sent: [AtomicU64; 4],
+    events_sent: [AtomicU64; EventKind::ALL.len()],
     errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Position broadcasts made by this broker.
     pub broker_ticks: AtomicU64,

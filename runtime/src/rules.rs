@@ -1,19 +1,40 @@
-//! Keeping a room's rules in its store. Every broker and dispatcher carries
-//! the rules it was started with. It writes them once Redis answers, and
-//! again whenever it finds the room without rules: a Redis that restarted
-//! without its data would otherwise refuse every join for good. A lower
-//! revision never replaces a higher one (`configure`), so a pod left over
-//! from an earlier rollout cannot put back older rules; and a room the
-//! operator purged on deletion is not restored by its pods still running.
+//! Keeping a room's rules in its store. The rules come from one of two
+//! places ([`RulesFrom`]):
+//!
+//! * **flags** (running without the operator): every broker and dispatcher
+//!   carries the rules it was started with. It writes them once Redis
+//!   answers, and again whenever it finds the room without rules: a Redis
+//!   that restarted without its data would otherwise refuse every join for
+//!   good. A lower revision never replaces a higher one (`configure`), so a
+//!   pod left over from an earlier rollout cannot put back older rules; and
+//!   a room the operator purged on deletion is not restored by its pods
+//!   still running.
+//! * **store** (under the operator): the operator writes the rules, and
+//!   writes them again when they are lost. The process only reads them, so
+//!   a change of rules needs no new process; until the rules are there the
+//!   process is not ready.
+//!
+//! Either way every process follows the rules in the store, which change
+//! live (the room's change stream says when).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::queue::{QueueError, Result, RoomConfig, Store};
 
+/// Where a process takes the room's rules from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RulesFrom {
+    /// Its own flags and variables, written to the store.
+    Flags,
+    /// The store, where the operator writes them.
+    Store,
+}
+
 pub struct RoomRules {
     store: Arc<dyn Store>,
-    rules: RoomConfig,
+    /// The rules this process writes; `None` when it only follows them.
+    rules: Option<RoomConfig>,
     /// This process has written its rules once (they may since be gone).
     written: AtomicBool,
 }
@@ -22,7 +43,16 @@ impl RoomRules {
     pub fn new(store: Arc<dyn Store>, rules: RoomConfig) -> Arc<Self> {
         Arc::new(RoomRules {
             store,
-            rules,
+            rules: Some(rules),
+            written: AtomicBool::new(false),
+        })
+    }
+
+    /// Rules another party (the operator) writes; this process only reads.
+    pub fn following(store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(RoomRules {
+            store,
+            rules: None,
             written: AtomicBool::new(false),
         })
     }
@@ -35,8 +65,11 @@ impl RoomRules {
     /// it has not yet, or if the room has none; fails only when the store
     /// does. Concurrent callers may both write: the same rules, harmlessly.
     pub async fn ensure(&self) -> Result<RoomConfig> {
+        let Some(rules) = &self.rules else {
+            return self.store.config().await?.ok_or(QueueError::NotConfigured);
+        };
         if !self.written.load(Ordering::Acquire) {
-            self.write().await?;
+            self.write(rules).await?;
             self.written.store(true, Ordering::Release);
         } else if let Some(rules) = self.store.config().await? {
             return Ok(rules);
@@ -44,15 +77,15 @@ impl RoomRules {
             tracing::warn!(
                 "the room's rules are gone from the store (did Redis lose its data?); writing them again"
             );
-            self.store.restore(&self.rules).await?;
+            self.store.restore(rules).await?;
         }
         self.store.config().await?.ok_or(QueueError::NotConfigured)
     }
 
-    async fn write(&self) -> Result<()> {
-        if !self.store.configure(&self.rules).await? {
+    async fn write(&self, rules: &RoomConfig) -> Result<()> {
+        if !self.store.configure(rules).await? {
             tracing::warn!(
-                revision = self.rules.revision,
+                revision = rules.revision,
                 "the room has rules of a newer revision; keeping them"
             );
         }
@@ -100,6 +133,20 @@ mod tests {
         let recreated = RoomRules::new(Arc::clone(&store), rules(9, 1));
         assert_eq!(recreated.ensure().await.unwrap(), rules(9, 1));
         assert_eq!(leftover.ensure().await.unwrap(), rules(9, 1));
+    }
+
+    #[tokio::test]
+    async fn a_follower_only_reads_the_rules() {
+        let memory = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Store> = Arc::clone(&memory) as Arc<dyn Store>;
+        let follower = RoomRules::following(Arc::clone(&store));
+        assert_eq!(follower.ensure().await, Err(QueueError::NotConfigured));
+        assert_eq!(store.config().await.unwrap(), None);
+        store.configure(&rules(7, 4)).await.unwrap();
+        assert_eq!(follower.ensure().await.unwrap(), rules(7, 4));
+        // Lost rules are the operator's to write again, not the follower's.
+        memory.lose_everything();
+        assert_eq!(follower.ensure().await, Err(QueueError::NotConfigured));
     }
 
     #[tokio::test]

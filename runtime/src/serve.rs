@@ -9,11 +9,11 @@ use tokio::sync::watch;
 
 use crate::auth::{JwtSettings, UserAuth};
 use crate::broker::{Broker, BrokerSettings, CheckoutKey};
-use crate::config::{BrokerArgs, DispatcherArgs, StoreArgs, UserAuthArgs};
+use crate::config::{BrokerArgs, DispatcherArgs, RoomArgs, StoreArgs, UserAuthArgs};
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
 use crate::queue::{RedisStore, Store};
-use crate::rules::RoomRules;
+use crate::rules::{RoomRules, RulesFrom};
 use crate::supervisor::Supervisor;
 use crate::tokens::EntryTokenSigner;
 
@@ -75,17 +75,19 @@ fn valid_room(room: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The room's Redis store, with the rules this process keeps in it. Does not
-/// wait for Redis: a process starts (not ready) while Redis is away, and
-/// writes the rules once it answers.
-fn room_rules(
-    args: &StoreArgs,
-    config: crate::queue::RoomConfig,
-) -> anyhow::Result<Arc<RoomRules>> {
+/// The room's Redis store, with the rules this process keeps in it (or
+/// follows there). Does not wait for Redis: a process starts (not ready)
+/// while Redis is away, and writes the rules once it answers.
+fn room_rules(args: &StoreArgs, room: &RoomArgs) -> anyhow::Result<Arc<RoomRules>> {
     valid_room(&args.room)?;
-    let store = RedisStore::open(&args.redis_url, &args.room)
-        .with_context(|| format!("bad Redis URL {:?}", args.redis_url))?;
-    Ok(RoomRules::new(Arc::new(store), config))
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::open(&args.redis_url, &args.room)
+            .with_context(|| format!("bad Redis URL {:?}", args.redis_url))?,
+    );
+    Ok(match room.rules_from {
+        RulesFrom::Flags => RoomRules::new(store, room.room_config().map_err(anyhow::Error::msg)?),
+        RulesFrom::Store => RoomRules::following(store),
+    })
 }
 
 fn user_auth(args: &UserAuthArgs, signer: &EntryTokenSigner) -> anyhow::Result<UserAuth> {
@@ -104,7 +106,6 @@ fn user_auth(args: &UserAuthArgs, signer: &EntryTokenSigner) -> anyhow::Result<U
 }
 
 pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
-    let config = args.room.room_config().map_err(anyhow::Error::msg)?;
     let mut signer = EntryTokenSigner::from_file(&args.token_key)?;
     for path in &args.token_retired_keys {
         signer.retire(&EntryTokenSigner::from_file(path)?);
@@ -116,7 +117,7 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         .map(CheckoutKey::from_file)
         .transpose()?;
     let users = user_auth(&args.users, &signer)?;
-    let rules = room_rules(&args.store, config)?;
+    let rules = room_rules(&args.store, &args.room)?;
     let supervisor = Supervisor::with_signals();
     let broker_id = args
         .broker_id
@@ -155,8 +156,7 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run_dispatcher(args: DispatcherArgs) -> anyhow::Result<()> {
-    let config = args.room.room_config().map_err(anyhow::Error::msg)?;
-    let rules = room_rules(&args.store, config)?;
+    let rules = room_rules(&args.store, &args.room)?;
     let supervisor = Supervisor::with_signals();
     let metrics = Arc::new(Metrics::default());
     Dispatcher::new(Arc::clone(&rules), Arc::clone(&metrics), args.tick).start(&supervisor);

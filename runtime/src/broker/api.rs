@@ -158,6 +158,7 @@ impl Broker {
             events_url: None,
             status_url: None,
             session_token: None,
+            message: Some(self.announcement.borrow().text.clone()).filter(|m| !m.is_empty()),
         };
         match session.state {
             SessionState::Waiting => {
@@ -219,6 +220,9 @@ pub(super) struct SessionBody {
     events_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status_url: Option<String>,
+    /// The room's message to everyone waiting, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
 }
 
 #[derive(Deserialize)]

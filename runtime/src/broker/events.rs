@@ -34,9 +34,15 @@ impl Broker {
         let generation = self.fanout.generation();
         let view = self.store.session(sid, Some(now_ms())).await?;
         self.show(&view, generation);
+        // A stream opened while a message stands gets it too.
+        let mut announcement = self.announcement.subscribe();
+        if !announcement.borrow().text.is_empty() {
+            announcement.mark_changed();
+        }
         Ok(EventFeed {
             greeting: true,
             subscription,
+            announcement,
             beats: self.beats.subscribe(),
             shutdown: self.shutdown.clone(),
             finished: false,
@@ -64,6 +70,7 @@ impl StreamHandoff {
 pub(super) struct EventFeed {
     greeting: bool,
     subscription: Subscription,
+    announcement: watch::Receiver<super::Announcement>,
     beats: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     finished: bool,
@@ -85,6 +92,10 @@ impl EventFeed {
             let step = tokio::select! {
                 changed = self.subscription.frames.changed() => match changed {
                     Ok(()) => Step::Frame(self.subscription.frames.borrow_and_update().clone()),
+                    Err(_) => Step::Stop,
+                },
+                changed = self.announcement.changed() => match changed {
+                    Ok(()) => Step::Frame(Some(self.announcement.borrow_and_update().frame.clone())),
                     Err(_) => Step::Stop,
                 },
                 beat = self.beats.changed() => if beat.is_ok() { Step::KeepAlive } else { Step::Stop },

@@ -150,9 +150,15 @@ impl Fanout {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Takes the room's rules. Changed rules (a pause, a new rate) change
+    /// the waits shown, so the next broadcast sends every position again.
     pub fn set_config(&self, config: RoomConfig) {
         self.claim_window_ms.store(config.claim_window_ms, Relaxed);
-        self.lock().config = Some(config);
+        let mut state = self.lock();
+        if state.config.as_ref() != Some(&config) {
+            state.version += 1;
+        }
+        state.config = Some(config);
     }
 
     /// The room's claim window as this broker last read its rules (0: none).

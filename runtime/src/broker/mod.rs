@@ -31,11 +31,11 @@ use tokio::sync::watch;
 
 pub use self::error::ApiError;
 use self::fanout::Fanout;
-use self::sse::{AdmittedData, Frame};
+use self::sse::{AdmittedData, Frame, MessageData};
 use crate::auth::{SessionTokens, UserAuth};
 use crate::clock::{now_ms, rfc3339};
 use crate::metrics::{EventKind, Metrics};
-use crate::queue::{Millis, QueueError, SessionState, SessionView, Store};
+use crate::queue::{Millis, QueueError, RoomConfig, SessionState, SessionView, Store};
 use crate::rules::RoomRules;
 use crate::supervisor::Supervisor;
 use crate::tokens::{EntryClaims, EntryTokenSigner, TokenError, TokenTimes};
@@ -63,6 +63,21 @@ pub struct BrokerSettings {
     pub waiting_page: WaitingPage,
 }
 
+/// The room's current message and its encoded event.
+struct Announcement {
+    text: String,
+    frame: Arc<Frame>,
+}
+
+impl Announcement {
+    fn none() -> Self {
+        Announcement {
+            text: String::new(),
+            frame: sse::frame(EventKind::Message, 0, &MessageData { text: "" }),
+        }
+    }
+}
+
 impl BrokerSettings {
     fn presence_interval(&self) -> Duration {
         Duration::from_millis(crate::queue::presence_interval_ms(
@@ -85,6 +100,8 @@ pub struct Broker {
     settings: BrokerSettings,
     /// Ticks for keep-alive comments, shared by every stream.
     beats: watch::Sender<u64>,
+    /// The room's message to everyone waiting, shared by every stream.
+    announcement: watch::Sender<Announcement>,
     /// Runs the background tasks; a failing one shuts the broker down.
     supervisor: Supervisor,
     /// Turns true when the broker stops: streams end so clients reconnect elsewhere.
@@ -115,6 +132,7 @@ impl Broker {
             metrics,
             settings,
             beats: watch::Sender::new(0),
+            announcement: watch::Sender::new(Announcement::none()),
             supervisor: supervisor.clone(),
             shutdown: supervisor.shutdown(),
         })
@@ -131,6 +149,28 @@ impl Broker {
             self.shutdown.clone(),
         )
         .await;
+    }
+
+    /// Takes the room's rules as read from the store. A new message goes
+    /// out at once to every open stream.
+    fn adopt_rules(&self, config: RoomConfig) {
+        let changed = self.announcement.borrow().text != config.message;
+        if changed {
+            let frame = sse::frame(
+                EventKind::Message,
+                0,
+                &MessageData {
+                    text: &config.message,
+                },
+            );
+            let streams = self.metrics.connections.load(Relaxed).max(0) as u64;
+            self.metrics.event_sent(EventKind::Message, streams);
+            self.announcement.send_replace(Announcement {
+                text: config.message.clone(),
+                frame,
+            });
+        }
+        self.fanout.set_config(config);
     }
 
     fn entry_token(

@@ -35,6 +35,13 @@ pub fn frame(kind: EventKind, id: u64, data: &impl Serialize) -> Arc<Frame> {
     })
 }
 
+/// A `message` event's data: the room's message to everyone waiting
+/// (empty: the message was withdrawn).
+#[derive(Serialize)]
+pub struct MessageData<'a> {
+    pub text: &'a str,
+}
+
 /// A `position` event's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PositionData {

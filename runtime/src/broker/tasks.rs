@@ -122,7 +122,7 @@ async fn follow_changes(broker: Arc<Broker>) {
 /// Each load first makes sure the room has rules: after a Redis restart
 /// without data, this is what lets the room take joins again.
 async fn follow_from_snapshot(broker: &Arc<Broker>) -> crate::queue::Result<()> {
-    broker.fanout.set_config(broker.rules.ensure().await?);
+    broker.adopt_rules(broker.rules.ensure().await?);
     let snapshot = broker.store.snapshot().await?;
     broker.metrics.line_resyncs.fetch_add(1, Relaxed);
     for sid in broker.fanout.load(&snapshot, now_ms()) {
@@ -168,7 +168,7 @@ async fn follow_from_snapshot(broker: &Arc<Broker>) -> crate::queue::Result<()> 
         if changes.contains(&Change::Reconfigured)
             && let Some(config) = broker.store.config().await?
         {
-            broker.fanout.set_config(config);
+            broker.adopt_rules(config);
         }
         if changes.contains(&Change::Opened) {
             return Ok(());

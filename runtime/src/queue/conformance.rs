@@ -23,6 +23,7 @@ fn config() -> RoomConfig {
         abandon_timeout_ms: 2 * MIN,
         claim_window_ms: 0,
         max_session_duration_ms: 0,
+        message: String::new(),
         revision: 0,
     }
 }
@@ -396,6 +397,48 @@ async fn the_checkout_extends_a_session_up_to_the_longest(store: &dyn Store) {
             error
         );
     }
+}
+
+async fn admitting_now_passes_a_pause_and_the_rate_but_not_capacity(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 3,
+            admission_rate: Some(1),
+            paused: true,
+            opens_at: Some(T0 + MIN),
+            ..config()
+        },
+    )
+    .await;
+    for user in ["a", "b", "c", "d"] {
+        join(store, user, T0).await;
+    }
+    // Not before the room opened (the first tick after opensAt).
+    assert_eq!(store.admit_now(2, T0 + MIN).await.unwrap(), 0);
+    assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().admitted, 0);
+    // Paused, rate one a minute: two now, in line order.
+    assert_eq!(store.admit_now(2, T0 + MIN).await.unwrap(), 2);
+    assert!(is_active(&store.session("sid-a", None).await.unwrap()));
+    assert!(is_active(&store.session("sid-b", None).await.unwrap()));
+    assert_eq!(state(store, "c").await, SessionState::Waiting);
+    // Capacity holds: one slot left of three.
+    assert_eq!(store.admit_now(5, T0 + MIN).await.unwrap(), 1);
+    assert_eq!(store.counts().await.unwrap().active, 3);
+    assert_eq!(store.admit_now(5, T0 + MIN).await.unwrap(), 0);
+    // Nobody after closing.
+    store.complete("sid-a", T0 + MIN).await.unwrap();
+    configured(
+        store,
+        RoomConfig {
+            capacity: 3,
+            closes_at: Some(T0 + 2 * MIN),
+            ..config()
+        },
+    )
+    .await;
+    assert_eq!(store.admit_now(5, T0 + 2 * MIN).await.unwrap(), 0);
+    assert_eq!(state(store, "d").await, SessionState::Waiting);
 }
 
 async fn without_a_longest_session_nothing_is_extended(store: &dyn Store) {
@@ -960,6 +1003,7 @@ conformance!(
     sessions_expire_after_their_duration,
     the_checkout_extends_a_session_up_to_the_longest,
     without_a_longest_session_nothing_is_extended,
+    admitting_now_passes_a_pause_and_the_rate_but_not_capacity,
     an_unclaimed_slot_goes_to_the_next_in_line,
     a_claimed_session_keeps_its_slot_until_it_ends,
     a_lapsed_claim_ends_the_session_before_any_tick,

@@ -165,6 +165,31 @@ impl Room {
         });
     }
 
+    /// Admits up to `n` sessions from the front of the line; returns how many.
+    fn admit_front(&mut self, n: u64, config: &RoomConfig, now: Millis) -> u64 {
+        let admitting: Vec<_> = self.waiting.values().take(n as usize).cloned().collect();
+        for sid in &admitting {
+            let ticket = self.sessions[sid].ticket;
+            self.waiting.remove(&ticket);
+            self.seen.remove(sid);
+            self.admit(sid, config, now);
+        }
+        admitting.len() as u64
+    }
+
+    /// Like `lua/admit_now.lua`.
+    fn admit_now(&mut self, count: u64, now: Millis) -> Result<u64> {
+        let config = self.config()?;
+        if !self.opened || config.closes_at.is_some_and(|at| now >= at) {
+            return Ok(0);
+        }
+        let mut budget = count.min(TICK_BATCH as u64);
+        if config.queueing != Queueing::Passthrough {
+            budget = budget.min(config.capacity.saturating_sub(self.active.len() as u64));
+        }
+        Ok(self.admit_front(budget, &config, now))
+    }
+
     /// How many sessions the capacity, the rate window and the token bucket
     /// allow to be admitted now.
     fn admission_budget(&mut self, config: &RoomConfig, now: Millis) -> u64 {
@@ -270,19 +295,7 @@ impl Room {
         }
 
         let budget = self.admission_budget(&config, now);
-        let admitting: Vec<_> = self
-            .waiting
-            .values()
-            .take(budget as usize)
-            .cloned()
-            .collect();
-        for sid in &admitting {
-            let ticket = self.sessions[sid].ticket;
-            self.waiting.remove(&ticket);
-            self.seen.remove(sid);
-            self.admit(sid, &config, now);
-        }
-        report.admitted = admitting.len() as u64;
+        report.admitted = self.admit_front(budget, &config, now);
         if config.rate_limited() {
             self.tokens -= report.admitted as f64;
         }
@@ -519,6 +532,10 @@ impl Store for MemoryStore {
 
     async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView> {
         self.with_room(|r| r.finish(sid, CloseReason::Revoked, now))
+    }
+
+    async fn admit_now(&self, count: u64, now: Millis) -> Result<u64> {
+        self.with_room(|r| r.admit_now(count, now))
     }
 
     async fn extend(&self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView> {

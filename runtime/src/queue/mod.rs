@@ -118,6 +118,8 @@ pub struct RoomConfig {
     /// The longest the shop's checkout may extend a session to, counted
     /// from its admission ([`Store::extend`]); 0 = `session_duration_ms`.
     pub max_session_duration_ms: Millis,
+    /// Shown to everyone waiting (SSE `message`); empty = none.
+    pub message: String,
     /// Rules of a lower revision never replace these (0 when unversioned).
     pub revision: u64,
 }
@@ -341,6 +343,11 @@ pub trait Store: Send + Sync + 'static {
     /// away). Revoking twice is harmless; a session that is waiting, or
     /// ended for another reason, is `NotActive` and keeps its state.
     async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView>;
+    /// Admits up to `count` sessions (at most [`TICK_BATCH`]) from the front
+    /// of the line now, past the admission rate and a pause, never past
+    /// capacity; none before the room opened or after it closed. Returns
+    /// how many were admitted.
+    async fn admit_now(&self, count: u64, now: Millis) -> Result<u64>;
     /// Extends an active session so that it holds its slot at least
     /// `for_ms` after `now`, never past [`RoomConfig::longest_session_ms`]
     /// after its admission, and never shorter than it was. A session that
@@ -407,6 +414,7 @@ impl RoomConfig {
             abandon_timeout_ms,
             claim_window_ms: 0,
             max_session_duration_ms: 0,
+            message: String::new(),
             revision: 0,
         }
     }

@@ -53,6 +53,7 @@ struct Scripts {
     finish: Script,
     claim: Script,
     extend: Script,
+    admit_now: Script,
     presence: Script,
     tick: Script,
     counts: Script,
@@ -70,6 +71,7 @@ impl Scripts {
             finish: with_common(include_str!("lua/finish.lua")),
             claim: with_common(include_str!("lua/claim.lua")),
             extend: with_common(include_str!("lua/extend.lua")),
+            admit_now: with_common(include_str!("lua/admit_now.lua")),
             presence: with_common(include_str!("lua/presence.lua")),
             tick: with_common(include_str!("lua/tick.lua")),
             counts: with_common(include_str!("lua/counts.lua")),
@@ -292,6 +294,7 @@ impl RedisStore {
             c.abandon_timeout_ms.to_string(),
             c.claim_window_ms.to_string(),
             c.max_session_duration_ms.to_string(),
+            c.message.clone(),
             c.revision.to_string(),
             mode.to_owned(),
         ];
@@ -353,6 +356,7 @@ impl Store for RedisStore {
             max_session_duration_ms: map
                 .get("max_session_ms")
                 .map_or(Ok(0), |_| num("max_session_ms"))?,
+            message: map.get("message").cloned().unwrap_or_default(),
             revision: num("revision")? as u64,
         }))
     }
@@ -384,6 +388,13 @@ impl Store for RedisStore {
 
     async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView> {
         self.finish(sid, now, CloseReason::Revoked).await
+    }
+
+    async fn admit_now(&self, count: u64, now: Millis) -> Result<u64> {
+        let args = [now.to_string(), count.to_string()];
+        let reply = self.run(&self.scripts.admit_now, &args).await?;
+        check_status(&reply)?;
+        field(&reply, 1)
     }
 
     async fn extend(&self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView> {

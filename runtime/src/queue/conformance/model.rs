@@ -163,6 +163,30 @@ impl Model {
         self.view(sid)
     }
 
+    fn admit_front(&mut self, n: u64, now: Millis) -> u64 {
+        let mut line: Vec<(u64, String)> = self
+            .waiting()
+            .map(|e| (e.session.ticket, e.session.id.clone()))
+            .collect();
+        line.sort();
+        let admitting: Vec<String> = line.into_iter().take(n as usize).map(|(_, s)| s).collect();
+        for sid in &admitting {
+            self.admit(sid, now);
+        }
+        admitting.len() as u64
+    }
+
+    fn admit_now(&mut self, count: u64, now: Millis) -> u64 {
+        if !self.opened || self.config.closes_at.is_some_and(|at| now >= at) {
+            return 0;
+        }
+        let mut budget = count.min(TICK_BATCH as u64);
+        if self.config.queueing != Queueing::Passthrough {
+            budget = budget.min(self.config.capacity.saturating_sub(self.active_count()));
+        }
+        self.admit_front(budget, now)
+    }
+
     fn extend(&mut self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView> {
         let longest = self.config.longest_session_ms();
         let entry = self.find(sid)?;
@@ -278,18 +302,7 @@ impl Model {
                 self.tokens = Some((tokens, at));
             }
         }
-        let mut line: Vec<(u64, String)> = self
-            .waiting()
-            .map(|e| (e.session.ticket, e.session.id.clone()))
-            .collect();
-        line.sort();
-        for (_, sid) in line
-            .into_iter()
-            .take(budget.min(TICK_BATCH as u64) as usize)
-        {
-            self.admit(&sid, now);
-            report.admitted += 1;
-        }
+        report.admitted = self.admit_front(budget.min(TICK_BATCH as u64), now);
         if self.config.rate_limited()
             && let Some((tokens, at)) = self.tokens
         {
@@ -347,6 +360,7 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         abandon_timeout_ms: 60_000,
         claim_window_ms: if seed % 3 == 2 { 0 } else { 40_000 },
         max_session_duration_ms: if seed.is_multiple_of(2) { 150_000 } else { 0 },
+        message: String::new(),
         revision: 0,
     };
     store.configure(&base).await.unwrap();
@@ -422,7 +436,15 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
                     "extend: {context}"
                 );
             }
-            61..=64 => {
+            61 => {
+                let count = rng.gen_range(1..4);
+                assert_eq!(
+                    store.admit_now(count, now).await,
+                    Ok(model.admit_now(count, now)),
+                    "admit now: {context}"
+                );
+            }
+            62..=64 => {
                 let sid = pick(&mut rng, &sids);
                 model.touch(&sid, now);
                 assert_eq!(

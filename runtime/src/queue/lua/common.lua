@@ -98,3 +98,15 @@ local function admit(s, cfg, now)
   redis.call('HINCRBY', K_META, 'admitted_total', 1)
   emit('a', 's', s.sid, 'u', s.user, 't', int(s.ticket), 'aa', int(now), 'ex', int(s.expires))
 end
+
+-- Admits up to `n` sessions from the front of the line; returns how many.
+local function admit_front(n, cfg, now)
+  if n <= 0 then return 0 end
+  local front = redis.call('ZPOPMIN', K_WAITING, n)
+  for i = 1, #front, 2 do
+    local s = load_session(front[i])
+    redis.call('ZREM', K_SEEN, s.sid)
+    admit(s, cfg, now)
+  end
+  return #front / 2
+end

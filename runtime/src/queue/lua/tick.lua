@@ -111,16 +111,8 @@ if cfg.mode ~= 'Passthrough' then
     budget = math.min(budget, math.floor(tokens))
   end
 end
-if budget > 0 then
-  local front = redis.call('ZPOPMIN', K_WAITING, budget)
-  for i = 1, #front, 2 do
-    local s = load_session(front[i])
-    redis.call('ZREM', K_SEEN, s.sid)
-    admit(s, cfg, now)
-    admitted = admitted + 1
-  end
-  if admitted == BATCH then more = 1 end
-end
+admitted = admit_front(budget, cfg, now)
+if admitted == BATCH then more = 1 end
 if tokens then
   redis.call('HSET', K_META, 'tokens', string.format('%.17g', tokens - admitted), 'tokens_at', int(tokens_at))
 end
