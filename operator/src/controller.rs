@@ -26,10 +26,11 @@ use usher_runtime::clock::now_ms;
 use usher_runtime::queue::{RedisStore, RoomConfig, RoomCounts, Store as _};
 use usher_runtime::tokens::EntryTokenSigner;
 
-use crate::children::{Inputs, broker, dispatcher, env, secret};
-use crate::crd::{OnDelete, Phase, WaitingRoom, WaitingRoomStatus};
+use crate::children::{Inputs, broker, dispatcher, secret};
+use crate::crd::{AdmitNextStatus, OnDelete, Phase, WaitingRoom, WaitingRoomStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::rules;
 use crate::scaling::{self, ScaleHistory};
 use crate::status::{self, Observed};
 
@@ -400,25 +401,174 @@ async fn checkout_key(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Res
     Ok(())
 }
 
-/// What Redis says of the room, bounded in time.
-async fn observe_redis(
-    room: &WaitingRoom,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<(Option<RoomConfig>, RoomCounts, u64)> {
+/// The room's Redis store.
+async fn room_store(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Arc<RedisStore>> {
     let url = ctx.redis_url(room, namespace).await?;
-    let store = ctx.store(&url, &room.event_id()).await?;
+    ctx.store(&url, &room.event_id()).await
+}
+
+/// `call` on the room's store, bounded in time.
+async fn bounded<T>(call: impl Future<Output = usher_runtime::queue::Result<T>>) -> Result<T> {
+    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Error::Redis(e.to_string())),
+        Err(_) => Err(Error::Redis(format!("no answer within {REDIS_TIMEOUT:?}"))),
+    }
+}
+
+/// What Redis says of the room, bounded in time.
+async fn observe_redis(store: &RedisStore) -> Result<(Option<RoomConfig>, RoomCounts, u64)> {
     let read = async {
         let counts = store.counts().await?;
         let connected = store.connected(now_ms() - REPORT_FRESHNESS_MS).await?;
         let config = store.config().await?;
         Ok::<_, usher_runtime::queue::QueueError>((config, counts, connected))
     };
-    match tokio::time::timeout(REDIS_TIMEOUT, read).await {
-        Ok(Ok(reading)) => Ok(reading),
-        Ok(Err(e)) => Err(Error::Redis(e.to_string())),
-        Err(_) => Err(Error::Redis(format!("no answer within {REDIS_TIMEOUT:?}"))),
+    bounded(read).await
+}
+
+/// Writes the rules the spec asks for to Redis, unless they are in place,
+/// and tells what changed in an Event. Returns the rules in force.
+async fn write_rules(
+    room: &WaitingRoom,
+    ctx: &Context,
+    store: &RedisStore,
+    previous: &WaitingRoomStatus,
+    wanted: RoomConfig,
+    in_store: Option<&RoomConfig>,
+) -> Result<RoomConfig> {
+    let digest = rules::digest(&wanted);
+    let kept = previous
+        .config_hash
+        .as_deref()
+        .zip(previous.config_revision.map(|r| r as u64));
+    let wanted = RoomConfig {
+        revision: rules::revision(kept, &digest, in_store, now_ms()),
+        ..wanted
+    };
+    if in_store == Some(&wanted) {
+        return Ok(wanted);
     }
+    bounded(store.configure(&wanted)).await?;
+    match in_store {
+        Some(before) => {
+            let changed = rules::changes(before, &wanted);
+            if !changed.is_empty() {
+                info!(?changed, "rules changed");
+                ctx.event(room, EventType::Normal, "RulesChanged", changed.join(", "))
+                    .await;
+            }
+        }
+        // Lost with Redis's data: say so, it is worth a look.
+        None if previous.config_revision.is_some() => {
+            let note = "the room's rules were missing from Redis; wrote them again".to_owned();
+            ctx.event(room, EventType::Warning, "RulesRestored", note)
+                .await;
+        }
+        None => {}
+    }
+    Ok(wanted)
+}
+
+/// Carries out `spec.admitNext` once per request id: the store admits the
+/// front of the line in batches and remembers the request, so a repeat
+/// (a status write that failed, a second operator) admits nobody.
+async fn admit_next(
+    room: &WaitingRoom,
+    ctx: &Context,
+    store: &RedisStore,
+    previous: &WaitingRoomStatus,
+) -> Result<Option<AdmitNextStatus>> {
+    let Some(request) = &room.spec.admit_next else {
+        return Ok(previous.admit_next.clone());
+    };
+    if previous
+        .admit_next
+        .as_ref()
+        .is_some_and(|done| done.request_id == request.request_id)
+    {
+        return Ok(previous.admit_next.clone());
+    }
+    let count = u64::try_from(request.count).unwrap_or_default();
+    let mut admitted = 0;
+    loop {
+        let batch = bounded(store.admit_now(&request.request_id, count, now_ms())).await?;
+        admitted += batch.admitted;
+        if batch.left == 0 || batch.admitted == 0 {
+            break;
+        }
+    }
+    let note = format!(
+        "admitted {admitted} of the next {count} now (request {})",
+        request.request_id
+    );
+    ctx.event(room, EventType::Normal, "AdmittedNow", note)
+        .await;
+    Ok(Some(AdmitNextStatus {
+        request_id: request.request_id.clone(),
+        admitted: admitted as i64,
+    }))
+}
+
+/// A spec the runtime would refuse: nothing to deploy or write until it
+/// changes. Says why in an Event and in the status.
+async fn refuse_spec(
+    room: &WaitingRoom,
+    ctx: &Context,
+    namespace: &str,
+    message: String,
+) -> Result<Action> {
+    ctx.event(room, EventType::Warning, "InvalidConfig", message.clone())
+        .await;
+    let observed = Observed {
+        redis: Err(message),
+        brokers_desired: 0,
+        brokers_ready: 0,
+        dispatchers_ready: 0,
+        now_ms: now_ms(),
+    };
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let next = status::build(
+        room.status.as_ref(),
+        &observed,
+        room.metadata.generation,
+        WaitingRoomStatus::default(),
+        &now,
+    );
+    write_status(room, ctx, namespace, &next).await?;
+    ctx.metrics
+        .set_phase(&room.uid().unwrap_or_default(), next.phase);
+    Ok(Action::await_change())
+}
+
+/// What one pass found in Redis, and what it did there.
+struct Reading {
+    /// The rules in force (as written by this pass, or found in place).
+    rules: RoomConfig,
+    counts: RoomCounts,
+    /// Visitors connected to the brokers.
+    connected: u64,
+    admit_next: Option<AdmitNextStatus>,
+}
+
+/// Reads the room in Redis, writes the rules the spec asks for, and
+/// carries out an admit-next request.
+async fn steer(
+    room: &WaitingRoom,
+    ctx: &Context,
+    store: &RedisStore,
+    previous: &WaitingRoomStatus,
+    wanted: RoomConfig,
+) -> Result<Reading> {
+    let (in_store, counts, connected) = observe_redis(store).await?;
+    let rules = write_rules(room, ctx, store, previous, wanted, in_store.as_ref()).await?;
+    let admit_next = admit_next(room, ctx, store, previous).await?;
+    Ok(Reading {
+        rules,
+        counts,
+        connected,
+        admit_next,
+    })
 }
 
 async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Action> {
@@ -427,41 +577,29 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
         let message = format!(
             "event id {event_id:?} must be 1-63 lowercase letters, digits and dashes; set spec.eventId"
         );
-        ctx.event(room, EventType::Warning, "InvalidConfig", message.clone())
-            .await;
-        // Nothing to deploy until the spec changes; say why in the status.
-        let observed = Observed {
-            redis: Err(message),
-            brokers_desired: 0,
-            brokers_ready: 0,
-            dispatchers_ready: 0,
-            now_ms: now_ms(),
-        };
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let next = status::build(
-            room.status.as_ref(),
-            &observed,
-            room.metadata.generation,
-            WaitingRoomStatus::default(),
-            &now,
-        );
-        write_status(room, ctx, namespace, &next).await?;
-        ctx.metrics
-            .set_phase(&room.uid().unwrap_or_default(), next.phase);
-        return Ok(Action::await_change());
+        return refuse_spec(room, ctx, namespace, message).await;
     }
+    let wanted = match rules::desired(room, 0) {
+        Ok(wanted) => wanted,
+        Err(message) => return refuse_spec(room, ctx, namespace, message).await,
+    };
     let key = token_key(room, ctx, namespace).await?;
     checkout_key(room, ctx, namespace).await?;
-    let redis = observe_redis(room, ctx, namespace).await;
     let previous = room.status.clone().unwrap_or_default();
+    let redis = match room_store(room, ctx, namespace).await {
+        Ok(store) => steer(room, ctx, &store, &previous, wanted).await,
+        Err(e) => Err(e),
+    };
     let previous_desired = previous
         .brokers
         .as_ref()
         .map_or(room.spec.broker.min_replicas, |b| b.desired);
     let broker_replicas = match &redis {
-        Ok((_, counts, connected)) => {
-            let recommendation =
-                scaling::recommended(connected + counts.waiting, &room.spec.broker);
+        Ok(reading) => {
+            let recommendation = scaling::recommended(
+                reading.connected + reading.counts.waiting,
+                &room.spec.broker,
+            );
             ctx.memory(room, |m| m.scale.desired(now_ms(), recommendation))
         }
         // Without a reading, hold steady.
@@ -469,15 +607,9 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
             previous_desired.clamp(room.spec.broker.min_replicas, room.spec.broker.max_replicas)
         }
     };
-    let config_hash = env::config_hash(room);
-    let config_revision = match (&previous.config_hash, previous.config_revision) {
-        (Some(hash), Some(revision)) if *hash == config_hash => revision,
-        _ => room.metadata.generation.unwrap_or(0),
-    };
     let inputs = Inputs {
         image: ctx.settings.image.clone(),
         broker_replicas,
-        config_revision,
         token_key_digest: secret::key_digest(&key),
         retired_key: secret::has_retired(&key),
     };
@@ -524,7 +656,7 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
     let observed = Observed {
         redis: redis
             .as_ref()
-            .map(|(config, counts, _)| (config.clone(), counts.clone()))
+            .map(|reading| (Some(reading.rules.clone()), reading.counts.clone()))
             .map_err(ToString::to_string),
         brokers_desired: broker_replicas,
         brokers_ready: ready(&brokers),
@@ -535,8 +667,19 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
         event_id: Some(event_id),
         endpoint: Some(broker::endpoint(room)),
         gate_url: Some(broker::gate_url(room)),
-        config_hash: Some(config_hash),
-        config_revision: Some(config_revision),
+        // Without Redis, what was last written stands.
+        config_hash: match &redis {
+            Ok(reading) => Some(rules::digest(&reading.rules)),
+            Err(_) => previous.config_hash.clone(),
+        },
+        config_revision: match &redis {
+            Ok(reading) => Some(reading.rules.revision as i64),
+            Err(_) => previous.config_revision,
+        },
+        admit_next: match &redis {
+            Ok(reading) => reading.admit_next.clone(),
+            Err(_) => previous.admit_next.clone(),
+        },
         ..WaitingRoomStatus::default()
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());

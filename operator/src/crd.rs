@@ -307,13 +307,15 @@ pub struct WaitingRoomStatus {
     pub gate_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Digest of the runtime configuration the pods run with.
+    /// Digest of the room's rules as last written to Redis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
-    /// The generation that last changed the runtime configuration (given to
-    /// the pods as `USHER_CONFIG_REVISION`).
+    /// The revision those rules were written at (a higher one always wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_revision: Option<i64>,
+    /// The last `spec.admitNext` request carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admit_next: Option<AdmitNextStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -330,6 +332,15 @@ pub enum Phase {
     Closed,
     /// Something is wrong (see the conditions), e.g. Redis unreachable.
     Degraded,
+}
+
+/// What became of a `spec.admitNext` request.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmitNextStatus {
+    pub request_id: String,
+    /// Visitors admitted for it (fewer than asked when capacity was short).
+    pub admitted: i64,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

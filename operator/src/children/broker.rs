@@ -78,7 +78,7 @@ pub fn gate_url(room: &WaitingRoom) -> String {
 }
 
 pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
-    let mut env = env::role_env(room, inputs.config_revision, PORT);
+    let mut env = env::role_env(room, PORT);
     env.push(env::listen("USHER_METRICS_LISTEN", METRICS_PORT));
     env.push(EnvVar {
         name: "USHER_TOKEN_KEY".into(),
@@ -293,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_key_or_new_rules_roll_the_pods_and_scaling_does_not() {
+    fn a_new_key_or_a_new_redis_rolls_the_pods_and_rules_or_scaling_do_not() {
         let annotations = |room: &WaitingRoom, inputs: &Inputs| {
             deployment(room, inputs)
                 .spec
@@ -313,9 +313,15 @@ mod tests {
             },
         );
         assert_ne!(base, rekeyed);
+        let mut moved = basic();
+        moved.spec.redis.url = Some("redis://elsewhere:6379/".into());
+        assert_ne!(base, annotations(&moved, &inputs()));
+        // Rules live in Redis: a pause changes no pod.
         let mut paused_room = basic();
         paused_room.spec.paused = true;
-        assert_ne!(base, annotations(&paused_room, &inputs()));
+        paused_room.spec.capacity = 9;
+        let whole = |room: &WaitingRoom| deployment(room, &inputs()).spec.unwrap().template;
+        assert_eq!(whole(&basic()), whole(&paused_room));
         assert_eq!(
             base,
             annotations(

@@ -8,7 +8,7 @@ use crate::crd::WaitingRoom;
 
 /// Dispatchers serve `/metrics`, `/healthz` and `/readyz` on one port.
 pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
-    let env = env::role_env(room, inputs.config_revision, METRICS_PORT);
+    let env = env::role_env(room, METRICS_PORT);
     RuntimeDeployment {
         role: DISPATCHER,
         replicas: room.spec.dispatcher.replicas,

@@ -31,8 +31,6 @@ pub struct Inputs {
     pub image: String,
     /// Broker replicas wanted now (from demand, within min/max).
     pub broker_replicas: i32,
-    /// Revision of the room's rules (see `USHER_CONFIG_REVISION`).
-    pub config_revision: i64,
     /// A digest of the entry-token key, so a new key rolls the brokers.
     pub token_key_digest: String,
     /// The key Secret also holds a retired key (see `secret::RETIRED_FILE`).
@@ -108,7 +106,6 @@ pub(crate) mod fixtures {
         Inputs {
             image: "usher:test".into(),
             broker_replicas: 3,
-            config_revision: 4,
             token_key_digest: "abc".into(),
             retired_key: false,
         }

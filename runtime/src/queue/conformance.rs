@@ -414,18 +414,36 @@ async fn admitting_now_passes_a_pause_and_the_rate_but_not_capacity(store: &dyn 
     for user in ["a", "b", "c", "d"] {
         join(store, user, T0).await;
     }
+    let admitted = |admitted, left| AdmitNow { admitted, left };
     // Not before the room opened (the first tick after opensAt).
-    assert_eq!(store.admit_now(2, T0 + MIN).await.unwrap(), 0);
+    assert_eq!(
+        store.admit_now("r1", 2, T0 + MIN).await.unwrap(),
+        admitted(0, 0)
+    );
     assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().admitted, 0);
-    // Paused, rate one a minute: two now, in line order.
-    assert_eq!(store.admit_now(2, T0 + MIN).await.unwrap(), 2);
+    // Paused, rate one a minute: two now, in line order; the same request
+    // again admits nobody.
+    assert_eq!(
+        store.admit_now("r2", 2, T0 + MIN).await.unwrap(),
+        admitted(2, 0)
+    );
+    assert_eq!(
+        store.admit_now("r2", 2, T0 + MIN).await.unwrap(),
+        admitted(0, 0)
+    );
     assert!(is_active(&store.session("sid-a", None).await.unwrap()));
     assert!(is_active(&store.session("sid-b", None).await.unwrap()));
     assert_eq!(state(store, "c").await, SessionState::Waiting);
     // Capacity holds: one slot left of three.
-    assert_eq!(store.admit_now(5, T0 + MIN).await.unwrap(), 1);
+    assert_eq!(
+        store.admit_now("r3", 5, T0 + MIN).await.unwrap(),
+        admitted(1, 0)
+    );
     assert_eq!(store.counts().await.unwrap().active, 3);
-    assert_eq!(store.admit_now(5, T0 + MIN).await.unwrap(), 0);
+    assert_eq!(
+        store.admit_now("r4", 5, T0 + MIN).await.unwrap(),
+        admitted(0, 0)
+    );
     // Nobody after closing.
     store.complete("sid-a", T0 + MIN).await.unwrap();
     configured(
@@ -437,8 +455,50 @@ async fn admitting_now_passes_a_pause_and_the_rate_but_not_capacity(store: &dyn 
         },
     )
     .await;
-    assert_eq!(store.admit_now(5, T0 + 2 * MIN).await.unwrap(), 0);
+    assert_eq!(
+        store.admit_now("r5", 5, T0 + 2 * MIN).await.unwrap(),
+        admitted(0, 0)
+    );
     assert_eq!(state(store, "d").await, SessionState::Waiting);
+}
+
+async fn a_large_admission_now_comes_in_batches(store: &dyn Store) {
+    let n = TICK_BATCH as u64 + 200;
+    configured(
+        store,
+        RoomConfig {
+            capacity: n + 100,
+            paused: true,
+            ..config()
+        },
+    )
+    .await;
+    for i in 0..n + 50 {
+        store
+            .join(&format!("user-{i}"), &format!("sid-{i}"), T0)
+            .await
+            .unwrap();
+    }
+    store.tick(T0, 0).await.unwrap();
+    let first = store.admit_now("big", n, T0).await.unwrap();
+    assert_eq!(
+        first,
+        AdmitNow {
+            admitted: TICK_BATCH as u64,
+            left: 200
+        }
+    );
+    let second = store.admit_now("big", n, T0).await.unwrap();
+    assert_eq!(
+        second,
+        AdmitNow {
+            admitted: 200,
+            left: 0
+        }
+    );
+    assert_eq!(store.admit_now("big", n, T0).await.unwrap().admitted, 0);
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.active, counts.waiting), (n, 50));
 }
 
 async fn without_a_longest_session_nothing_is_extended(store: &dyn Store) {
@@ -1004,6 +1064,7 @@ conformance!(
     the_checkout_extends_a_session_up_to_the_longest,
     without_a_longest_session_nothing_is_extended,
     admitting_now_passes_a_pause_and_the_rate_but_not_capacity,
+    a_large_admission_now_comes_in_batches,
     an_unclaimed_slot_goes_to_the_next_in_line,
     a_claimed_session_keeps_its_slot_until_it_ends,
     a_lapsed_claim_ends_the_session_before_any_tick,

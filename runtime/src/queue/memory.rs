@@ -36,6 +36,8 @@ struct Room {
     active: BTreeSet<(Millis, String)>,
     /// sid -> claim deadline, for admitted sessions not yet seen at the gate.
     unclaimed: HashMap<String, Millis>,
+    /// The last admit-now request, and how many it has left to admit.
+    admit_request: (String, u64),
     /// sid -> last seen, for waiting sessions.
     seen: HashMap<String, Millis>,
     /// Nobody counts as unseen before this (see [`Store::presence_lapsed`]).
@@ -178,16 +180,27 @@ impl Room {
     }
 
     /// Like `lua/admit_now.lua`.
-    fn admit_now(&mut self, count: u64, now: Millis) -> Result<u64> {
+    fn admit_now(&mut self, request: &str, count: u64, now: Millis) -> Result<AdmitNow> {
         let config = self.config()?;
-        if !self.opened || config.closes_at.is_some_and(|at| now >= at) {
-            return Ok(0);
+        let open = self.opened && !config.closes_at.is_some_and(|at| now >= at);
+        if self.admit_request.0 != request {
+            let mut total = if open { count } else { 0 };
+            if config.queueing != Queueing::Passthrough {
+                total = total.min(config.capacity.saturating_sub(self.active.len() as u64));
+            }
+            self.admit_request = (request.to_owned(), total);
         }
-        let mut budget = count.min(TICK_BATCH as u64);
-        if config.queueing != Queueing::Passthrough {
-            budget = budget.min(config.capacity.saturating_sub(self.active.len() as u64));
-        }
-        Ok(self.admit_front(budget, &config, now))
+        let left = self.admit_request.1;
+        let admitted = if open {
+            self.admit_front(left.min(TICK_BATCH as u64), &config, now)
+        } else {
+            0
+        };
+        self.admit_request.1 = left - admitted;
+        Ok(AdmitNow {
+            admitted,
+            left: left - admitted,
+        })
     }
 
     /// How many sessions the capacity, the rate window and the token bucket
@@ -534,8 +547,8 @@ impl Store for MemoryStore {
         self.with_room(|r| r.finish(sid, CloseReason::Revoked, now))
     }
 
-    async fn admit_now(&self, count: u64, now: Millis) -> Result<u64> {
-        self.with_room(|r| r.admit_now(count, now))
+    async fn admit_now(&self, request: &str, count: u64, now: Millis) -> Result<AdmitNow> {
+        self.with_room(|r| r.admit_now(request, count, now))
     }
 
     async fn extend(&self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView> {

@@ -215,6 +215,14 @@ pub struct ClaimOutcome {
     pub lapsed: bool,
 }
 
+/// What one call of [`Store::admit_now`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdmitNow {
+    pub admitted: u64,
+    /// Still to admit for this request (in the next call).
+    pub left: u64,
+}
+
 /// What one dispatcher tick did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TickReport {
@@ -343,11 +351,13 @@ pub trait Store: Send + Sync + 'static {
     /// away). Revoking twice is harmless; a session that is waiting, or
     /// ended for another reason, is `NotActive` and keeps its state.
     async fn revoke(&self, sid: &str, now: Millis) -> Result<SessionView>;
-    /// Admits up to `count` sessions (at most [`TICK_BATCH`]) from the front
-    /// of the line now, past the admission rate and a pause, never past
-    /// capacity; none before the room opened or after it closed. Returns
-    /// how many were admitted.
-    async fn admit_now(&self, count: u64, now: Millis) -> Result<u64>;
+    /// Admits the next `count` sessions from the front of the line now, past
+    /// the admission rate and a pause, never past capacity (the free slots
+    /// when `request` is first seen bound the whole request); none before
+    /// the room opened or after it closed. Each call admits at most
+    /// [`TICK_BATCH`]; call again while some are left. A request already
+    /// done admits nobody, so repeating one is harmless.
+    async fn admit_now(&self, request: &str, count: u64, now: Millis) -> Result<AdmitNow>;
     /// Extends an active session so that it holds its slot at least
     /// `for_ms` after `now`, never past [`RoomConfig::longest_session_ms`]
     /// after its admission, and never shorter than it was. A session that

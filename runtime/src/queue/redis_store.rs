@@ -390,11 +390,14 @@ impl Store for RedisStore {
         self.finish(sid, now, CloseReason::Revoked).await
     }
 
-    async fn admit_now(&self, count: u64, now: Millis) -> Result<u64> {
-        let args = [now.to_string(), count.to_string()];
+    async fn admit_now(&self, request: &str, count: u64, now: Millis) -> Result<AdmitNow> {
+        let args = [now.to_string(), count.to_string(), request.to_owned()];
         let reply = self.run(&self.scripts.admit_now, &args).await?;
         check_status(&reply)?;
-        field(&reply, 1)
+        Ok(AdmitNow {
+            admitted: field(&reply, 1)?,
+            left: field(&reply, 2)?,
+        })
     }
 
     async fn extend(&self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView> {

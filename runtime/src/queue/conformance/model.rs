@@ -23,6 +23,7 @@ struct Model {
     admits: Vec<Millis>,
     tokens: Option<(f64, Millis)>,
     presence_from: Millis,
+    admit_request: (String, u64),
 }
 
 impl Model {
@@ -176,15 +177,26 @@ impl Model {
         admitting.len() as u64
     }
 
-    fn admit_now(&mut self, count: u64, now: Millis) -> u64 {
-        if !self.opened || self.config.closes_at.is_some_and(|at| now >= at) {
-            return 0;
+    fn admit_now(&mut self, request: &str, count: u64, now: Millis) -> AdmitNow {
+        let open = self.opened && !self.config.closes_at.is_some_and(|at| now >= at);
+        if self.admit_request.0 != request {
+            let mut total = if open { count } else { 0 };
+            if self.config.queueing != Queueing::Passthrough {
+                total = total.min(self.config.capacity.saturating_sub(self.active_count()));
+            }
+            self.admit_request = (request.to_owned(), total);
         }
-        let mut budget = count.min(TICK_BATCH as u64);
-        if self.config.queueing != Queueing::Passthrough {
-            budget = budget.min(self.config.capacity.saturating_sub(self.active_count()));
+        let left = self.admit_request.1;
+        let admitted = if open {
+            self.admit_front(left.min(TICK_BATCH as u64), now)
+        } else {
+            0
+        };
+        self.admit_request.1 = left - admitted;
+        AdmitNow {
+            admitted,
+            left: left - admitted,
         }
-        self.admit_front(budget, now)
     }
 
     fn extend(&mut self, sid: &str, for_ms: Millis, now: Millis) -> Result<SessionView> {
@@ -372,6 +384,7 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         admits: Vec::new(),
         tokens: None,
         presence_from: 0,
+        admit_request: (String::new(), 0),
     };
     let room_tag = format!("r{seed}-");
     let mut sids: Vec<String> = Vec::new();
@@ -437,10 +450,12 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
                 );
             }
             61 => {
+                // Now and then the same request again.
+                let request = format!("request-{}", rng.gen_range(0..3));
                 let count = rng.gen_range(1..4);
                 assert_eq!(
-                    store.admit_now(count, now).await,
-                    Ok(model.admit_now(count, now)),
+                    store.admit_now(&request, count, now).await,
+                    Ok(model.admit_now(&request, count, now)),
                     "admit now: {context}"
                 );
             }
