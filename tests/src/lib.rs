@@ -18,7 +18,8 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// A binary of this workspace, built by `cargo test --workspace --all-targets`.
+/// A binary of this workspace (`usher`, `usher-operator`, `kubectl-usher`),
+/// built by `cargo test --workspace --all-targets`.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
@@ -83,11 +84,40 @@ impl Cluster {
         path
     }
 
+    /// A kubeconfig that acts as `user`, a member of `group` (impersonation
+    /// by the admin).
+    pub fn kubeconfig_as_member(&self, user: &str, group: &str) -> PathBuf {
+        let admin = std::fs::read_to_string(self.kubeconfig()).unwrap();
+        let path = self.dir.join(format!(
+            "{}-{}.kubeconfig",
+            user.replace(':', "-"),
+            group.replace(':', "-")
+        ));
+        let impersonating = admin.replacen(
+            "client-key: ",
+            &format!("as: \"{user}\", as-groups: [\"{group}\"], client-key: "),
+            1,
+        );
+        std::fs::write(&path, impersonating).unwrap();
+        path
+    }
+
     /// Runs `kubectl args...`; `Ok(stdout)` or `Err(stderr)`.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        self.kubectl_with(&self.kubeconfig(), args, stdin)
+    }
+
+    /// Runs `kubectl args...` with another kubeconfig (e.g. one from
+    /// [`Cluster::kubeconfig_as_member`]); `Ok(stdout)` or `Err(stderr)`.
+    pub fn kubectl_with(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String, String> {
         let mut child = Command::new(self.bin.join("kubectl"))
             .arg("--kubeconfig")
-            .arg(self.kubeconfig())
+            .arg(kubeconfig)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
