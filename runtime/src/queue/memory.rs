@@ -182,7 +182,7 @@ impl Room {
     /// Like `lua/admit_now.lua`.
     fn admit_now(&mut self, request: &str, count: u64, now: Millis) -> Result<AdmitNow> {
         let config = self.config()?;
-        let open = self.opened && !config.closes_at.is_some_and(|at| now >= at);
+        let open = self.opened && config.closes_at.is_none_or(|at| now < at);
         if self.admit_request.0 != request {
             let mut total = if open { count } else { 0 };
             if config.queueing != Queueing::Passthrough {

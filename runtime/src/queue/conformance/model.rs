@@ -178,7 +178,7 @@ impl Model {
     }
 
     fn admit_now(&mut self, request: &str, count: u64, now: Millis) -> AdmitNow {
-        let open = self.opened && !self.config.closes_at.is_some_and(|at| now >= at);
+        let open = self.opened && self.config.closes_at.is_none_or(|at| now < at);
         if self.admit_request.0 != request {
             let mut total = if open { count } else { 0 };
             if self.config.queueing != Queueing::Passthrough {
