@@ -155,27 +155,143 @@ fn start_runtime(cluster: &Cluster, key_file: &std::path::Path) -> RuntimePods {
     pods
 }
 
-/// Applies `manifest`, waits until the operator put the new rules in the
-/// pod template (`expected` env value), then starts the rolled pods.
-fn roll_out(
-    cluster: &Cluster,
-    manifest: &str,
-    expected: (&str, &str),
-    key_file: &std::path::Path,
-) -> RuntimePods {
-    cluster.apply(NS, manifest).unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "new rules in the pod template",
-        || {
-            (pod_env(cluster, "concert-dispatcher")
-                .get(expected.0)
-                .map(String::as_str)
-                == Some(expected.1))
-            .then_some(())
-        },
-    );
-    start_runtime(cluster, key_file)
+/// A JSON merge patch of the room, as `kubectl usher` makes them.
+fn patch(cluster: &Cluster, json: &str) {
+    cluster.kubectl_ok(&[
+        "-n",
+        NS,
+        "patch",
+        "waitingroom",
+        ROOM,
+        "--type",
+        "merge",
+        "-p",
+        json,
+    ]);
+}
+
+/// The pod templates of the room's Deployments: a change would roll pods.
+fn pod_templates(cluster: &Cluster) -> Vec<Value> {
+    ["broker", "dispatcher"]
+        .iter()
+        .map(|role| {
+            cluster.get(NS, &format!("deployment/{ROOM}-{role}"))["spec"]["template"].clone()
+        })
+        .collect()
+}
+
+const PAUSE_TRIES: usize = 20;
+
+/// Resumes, waits for admissions to flow, pauses, and returns the time
+/// from the pause's patch to the last admission after it (zero when none
+/// came after it).
+async fn pause_lag(cluster: &Cluster, store: &RedisStore) -> Duration {
+    patch(cluster, r#"{"spec": {"paused": false}}"#);
+    let admitted = || futures_lite_block(store.counts()).admitted_total;
+    let flowing = admitted();
+    eventually(Duration::from_secs(10), "admissions flowing", || {
+        (admitted() > flowing + 1).then_some(())
+    });
+    let mut last = admitted();
+    let paused_at = std::time::Instant::now();
+    patch(cluster, r#"{"spec": {"paused": true}}"#);
+    // Admissions while kubectl ran count as at its end (an upper bound).
+    let mut last_seen = paused_at;
+    // Quiet for two seconds: the pause has bitten.
+    loop {
+        let now = admitted();
+        if now != last {
+            (last, last_seen) = (now, std::time::Instant::now());
+        }
+        if last_seen.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    last_seen.saturating_duration_since(paused_at)
+}
+
+/// Event streams of many visitors, read in the background: when each got
+/// the first `message` event, and whether it ended.
+struct Streams {
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ended: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Streams {
+    fn open(base: &str, visitors: &[Value]) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut streams = Streams {
+            opened: Default::default(),
+            ended: Default::default(),
+            messages: Default::default(),
+            tasks: Vec::new(),
+        };
+        let client = reqwest::Client::new();
+        streams.tasks = visitors
+            .iter()
+            .map(|visitor| {
+                let url = format!("{base}{}", visitor["eventsUrl"].as_str().unwrap());
+                let (client, opened, ended, messages) = (
+                    client.clone(),
+                    streams.opened.clone(),
+                    streams.ended.clone(),
+                    streams.messages.clone(),
+                );
+                tokio::spawn(async move {
+                    let Ok(mut response) = client.get(url).send().await else {
+                        ended.fetch_add(1, Relaxed);
+                        return;
+                    };
+                    opened.fetch_add(1, Relaxed);
+                    let (mut text, mut told) = (String::new(), false);
+                    while let Ok(Some(chunk)) = response.chunk().await {
+                        text.push_str(&String::from_utf8_lossy(&chunk));
+                        if !told && text.contains("event: message\n") {
+                            told = true;
+                            messages.lock().unwrap().push(std::time::Instant::now());
+                        }
+                        if text.len() > 4096 {
+                            text.drain(..text.len() - 64);
+                        }
+                    }
+                    ended.fetch_add(1, Relaxed);
+                })
+            })
+            .collect();
+        streams
+    }
+
+    fn opened(&self) -> usize {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn ended(&self) -> usize {
+        self.ended.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The latest arrival of the message after `since`, once `all` streams
+    /// got it.
+    fn slowest_message(&self, since: std::time::Instant, all: usize) -> Option<Duration> {
+        let arrivals = self.messages.lock().unwrap();
+        (arrivals.len() == all).then(|| {
+            arrivals
+                .iter()
+                .map(|at| at.saturating_duration_since(since))
+                .max()
+                .unwrap_or_default()
+        })
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 fn status(cluster: &Cluster) -> Value {
@@ -458,27 +574,40 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     });
     write_key(&cluster.get(NS, "secret/concert-token-key"), &key_file);
 
-    // More capacity: the pods roll with the new rules and admissions follow.
+    // The brokers roll to the new key: play the kubelet again.
     drop(streams);
     drop(pods);
-    let pods = roll_out(
-        &cluster,
-        &room_manifest(&redis.url(), 80, false),
-        ("USHER_CAPACITY", "80"),
-        &key_file,
+    let pods = start_runtime(&cluster, &key_file);
+
+    // From here on the rules change live, in Redis: no pod rolls, and the
+    // streams the brokers hold stay open.
+    let templates = pod_templates(&cluster);
+    let streams = Streams::open(&pods.base, &joined);
+    eventually(Duration::from_secs(30), "1,000 streams open", || {
+        (streams.opened() == joined.len()).then_some(())
+    });
+
+    // A message reaches every open stream.
+    let sent = std::time::Instant::now();
+    patch(&cluster, r#"{"spec": {"message": "Doors open at 10"}}"#);
+    let slowest = eventually(
+        Duration::from_secs(20),
+        "the message on every stream",
+        || streams.slowest_message(sent, joined.len()),
     );
+    println!(
+        "the message reached all {} streams within {slowest:?} of the patch",
+        joined.len()
+    );
+
+    // More capacity: admissions follow.
+    patch(&cluster, r#"{"spec": {"capacity": 80}}"#);
     eventually(Duration::from_secs(30), "80 active", || {
         (status(&cluster)["active"] == 80).then_some(())
     });
 
     // Paused: completed visitors free slots that nobody takes.
-    drop(pods);
-    let pods = roll_out(
-        &cluster,
-        &room_manifest(&redis.url(), 80, true),
-        ("USHER_PAUSED", "true"),
-        &key_file,
-    );
+    patch(&cluster, r#"{"spec": {"paused": true}}"#);
     eventually(Duration::from_secs(30), "Paused phase", || {
         (status(&cluster)["phase"] == "Paused").then_some(())
     });
@@ -502,16 +631,74 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     );
 
     // Resumed: the free slots fill again.
-    drop(pods);
-    let pods = roll_out(
-        &cluster,
-        &room_manifest(&redis.url(), 80, false),
-        ("USHER_PAUSED", "false"),
-        &key_file,
-    );
+    patch(&cluster, r#"{"spec": {"paused": false}}"#);
     eventually(Duration::from_secs(30), "80 active again", || {
         (status(&cluster)["active"] == 80).then_some(())
     });
+    // Admit the next five now, past a pause, once per request.
+    patch(&cluster, r#"{"spec": {"capacity": 85, "paused": true}}"#);
+    patch(
+        &cluster,
+        r#"{"spec": {"admitNext": {"count": 5, "requestId": "e2e-1"}}}"#,
+    );
+    eventually(Duration::from_secs(30), "five admitted now", || {
+        (status(&cluster)["admitNext"] == serde_json::json!({"requestId": "e2e-1", "admitted": 5}))
+            .then_some(())
+    });
+    assert_eq!(futures_lite_block(store.counts()).active, 85);
+
+    // None of it rolled a pod or cut a stream: only the ten completed
+    // visitors' streams ended, as their sessions did.
+    assert_eq!(
+        pod_templates(&cluster),
+        templates,
+        "a rule change rolled the pods"
+    );
+    assert_eq!(streams.ended(), 10, "a rule change cut streams");
+    drop(streams);
+    patch(&cluster, r#"{"spec": {"paused": false}}"#);
+
+    // How long a pause takes to bite: admissions flow (short sessions in a
+    // room of two), then the patch; the last admission after it counts.
+    patch(
+        &cluster,
+        r#"{"spec": {"capacity": 2, "sessionDuration": "100ms"}}"#,
+    );
+    // The sessions admitted so far hold ten minutes: end them.
+    for visitor in &joined {
+        let url = format!(
+            "{}/v1/rooms/{ROOM}/sessions/{}/complete?token={}",
+            pods.base,
+            visitor["sessionId"].as_str().unwrap(),
+            visitor["sessionToken"].as_str().unwrap()
+        );
+        client.post(url).send().await.unwrap();
+    }
+    // A line long enough for every try (about 20 admissions each).
+    for _ in 0..30 * PAUSE_TRIES {
+        let response = client
+            .post(format!("{}/v1/rooms/{ROOM}/queue", pods.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+    let mut lags = Vec::new();
+    for _ in 0..PAUSE_TRIES {
+        lags.push(pause_lag(&cluster, &store).await);
+    }
+    lags.sort();
+    println!(
+        "patch paused: true -> last admission over {PAUSE_TRIES} tries: p50 {:?}, p99 {:?}, max {:?}",
+        lags[lags.len() / 2],
+        lags[(lags.len() * 99).div_ceil(100) - 1],
+        lags[lags.len() - 1]
+    );
+    assert_eq!(
+        pod_templates(&cluster),
+        templates,
+        "a pause rolled the pods"
+    );
 
     // Deleting the room runs the finalizer (its Redis keys go) and the
     // garbage collector removes its children. Its runtime processes, still
