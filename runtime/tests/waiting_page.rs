@@ -185,3 +185,58 @@ async fn the_page_reopens_its_stream_after_a_refused_reconnect() {
         .wait_for("!document.getElementById('admitted').hidden")
         .await;
 }
+
+/// The room's message, as the operator sets it in the rules in Redis,
+/// appears on an open page at once, and goes when withdrawn.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_shows_the_rooms_message_as_it_changes() {
+    use usher_runtime::queue::{Queueing, RedisStore, RoomConfig, Store as _};
+    let room = Room::new(&[("USHER_RULES_FROM", "store")]);
+    let store = RedisStore::connect(&room.redis.url(), common::ROOM)
+        .await
+        .unwrap();
+    let rules = |message: &str, revision| RoomConfig {
+        capacity: 1,
+        admission_rate: None,
+        session_duration_ms: 600_000,
+        queueing: Queueing::Fifo,
+        opens_at: None,
+        closes_at: None,
+        paused: true,
+        abandon_timeout_ms: 120_000,
+        claim_window_ms: 0,
+        max_session_duration_ms: 0,
+        message: message.into(),
+        revision,
+    };
+    store.configure(&rules("", 1)).await.unwrap();
+    let port = free_port();
+    let _broker = room.broker_on(port, &[]).await;
+
+    let mut browser = Browser::launch().await;
+    browser.open(&format!("http://127.0.0.1:{port}/")).await;
+    browser
+        .wait_for(&format!("({TEXT})('status').startsWith('Live')"))
+        .await;
+    let banner_hidden = "document.getElementById('message').hidden";
+    assert_eq!(browser.eval(banner_hidden).await, true);
+    store
+        .configure(&rules("Doors open at 10 <b>sharp</b>", 2))
+        .await
+        .unwrap();
+    browser
+        .wait_for(&format!(
+            "({TEXT})('message') === 'Doors open at 10 <b>sharp</b>'"
+        ))
+        .await;
+    assert_eq!(browser.eval(banner_hidden).await, false);
+    // Shown as text, never as markup.
+    assert_eq!(
+        browser
+            .eval("document.querySelector('#message b') === null")
+            .await,
+        true
+    );
+    store.configure(&rules("", 3)).await.unwrap();
+    browser.wait_for(banner_hidden).await;
+}
