@@ -6,5 +6,6 @@ pub mod crd;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod registry;
 pub mod scaling;
 pub mod status;
