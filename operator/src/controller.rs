@@ -3,8 +3,8 @@
 //! status when it changed. Runs again every few seconds for the status.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -30,6 +30,7 @@ use crate::children::{Inputs, broker, dispatcher, secret};
 use crate::crd::{AdmitNextStatus, OnDelete, Phase, WaitingRoom, WaitingRoomStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::rules;
 use crate::scaling::{self, ScaleHistory};
 use crate::status::{self, Observed};
@@ -116,13 +117,21 @@ pub struct Context {
     caches: Caches,
     recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    rooms: Mutex<HashMap<String, Memory>>,
-    /// One Redis connection per (URL, event id).
-    stores: tokio::sync::Mutex<HashMap<(String, String), Arc<RedisStore>>>,
+    /// Per room (uid): the memory and the Redis connection, one per (URL,
+    /// event id). Forgotten when the room goes.
+    registry: Arc<Rooms>,
 }
 
+type Rooms = Registry<Memory, RedisStore>;
+
 impl Context {
-    fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, caches: Caches) -> Arc<Self> {
+    fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        caches: Caches,
+        registry: Arc<Rooms>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("HOSTNAME").ok(),
@@ -133,14 +142,12 @@ impl Context {
             settings,
             caches,
             metrics,
-            rooms: Mutex::default(),
-            stores: tokio::sync::Mutex::default(),
+            registry,
         })
     }
 
     fn memory<T>(&self, room: &WaitingRoom, f: impl FnOnce(&mut Memory) -> T) -> T {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        f(rooms.entry(room.uid().unwrap_or_default()).or_default())
+        self.registry.memory(&room.uid().unwrap_or_default(), f)
     }
 
     async fn event(&self, room: &WaitingRoom, type_: EventType, reason: &str, note: String) {
@@ -182,19 +189,33 @@ impl Context {
             .map_err(|_| Error::InvalidSpec("the Redis URL in the Secret is not UTF-8".into()))
     }
 
-    async fn store(&self, url: &str, event_id: &str) -> Result<Arc<RedisStore>> {
-        let key = (url.to_owned(), event_id.to_owned());
-        let mut stores = self.stores.lock().await;
-        if let Some(store) = stores.get(&key) {
-            return Ok(Arc::clone(store));
-        }
-        let store = tokio::time::timeout(REDIS_TIMEOUT, RedisStore::connect(url, event_id))
+    /// The room's Redis connection, made on first use (with no lock held,
+    /// so an unreachable Redis holds up only its own rooms).
+    async fn store(&self, room: &WaitingRoom, url: &str) -> Result<Arc<RedisStore>> {
+        let event_id = room.event_id();
+        let target = (url.to_owned(), event_id.clone());
+        let connect = async {
+            tokio::time::timeout(REDIS_TIMEOUT, RedisStore::connect(url, &event_id))
+                .await
+                .map_err(|_| {
+                    Error::Redis(format!("no answer from {url} within {REDIS_TIMEOUT:?}"))
+                })?
+                .map_err(|e| Error::Redis(e.to_string()))
+        };
+        self.registry
+            .store(&room.uid().unwrap_or_default(), target, connect)
             .await
-            .map_err(|_| Error::Redis(format!("no answer from {url} within {REDIS_TIMEOUT:?}")))?
-            .map_err(|e| Error::Redis(e.to_string()))?;
-        let store = Arc::new(store);
-        stores.insert(key, Arc::clone(&store));
-        Ok(store)
+    }
+}
+
+/// Drops what the operator never reads from the objects it caches: the
+/// managed fields and `kubectl apply`'s copy of the object, most of the
+/// memory of a cached Deployment or WaitingRoom.
+fn lean<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 
@@ -218,6 +239,7 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(Api::<K>::all(client.clone()), selector.clone())
         .default_backoff()
+        .modify(lean)
         .reflect(writer)
         .touched_objects();
     (reader, stream)
@@ -227,11 +249,15 @@ where
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
     let rooms: Api<WaitingRoom> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
+    let registry = Arc::<Rooms>::default();
+    let forget = forget_gone_rooms(Arc::clone(&registry), Arc::clone(&metrics), reader.clone());
     // Status writes change none of what the filter looks at, so they do not
     // trigger reconciles. Spec changes, finalizers and deletion do.
     let triggers = watcher(rooms, watcher::Config::default())
         .default_backoff()
+        .modify(lean)
         .reflect(writer)
+        .inspect(forget)
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, Default::default());
     let selector = watcher::Config::default().labels("app.kubernetes.io/managed-by=usher-operator");
@@ -245,7 +271,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         budgets,
         secrets,
     };
-    let ctx = Context::new(client, settings, metrics, caches);
+    let ctx = Context::new(client, settings, metrics, caches, registry);
     // A child edited or deleted by hand triggers its room's reconcile.
     Controller::for_stream(triggers, reader)
         .owns_stream(deployment_events)
@@ -256,6 +282,28 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| std::future::ready(()))
         .await;
+}
+
+/// Forgets a room when it is deleted (with or without our finalizer), and,
+/// after each (re)list, every room no longer in the cluster.
+fn forget_gone_rooms(
+    registry: Arc<Rooms>,
+    metrics: Arc<Metrics>,
+    rooms: Store<WaitingRoom>,
+) -> impl FnMut(&std::result::Result<watcher::Event<WaitingRoom>, watcher::Error>) {
+    move |event| match event {
+        Ok(watcher::Event::Delete(room)) => {
+            let uid = room.uid().unwrap_or_default();
+            registry.forget(&uid);
+            metrics.set_phase(&uid, None);
+        }
+        Ok(watcher::Event::InitDone) => {
+            let live: std::collections::HashSet<String> =
+                rooms.state().iter().filter_map(|r| r.uid()).collect();
+            registry.retain(|uid| live.contains(uid));
+        }
+        _ => {}
+    }
 }
 
 /// What should trigger a reconcile: the generation (spec), the finalizers
@@ -280,7 +328,14 @@ async fn reconcile(room: Arc<WaitingRoom>, ctx: Arc<Context>) -> Result<Action> 
         let result = finalizer(&api, FINALIZER, room, |event| async {
             match event {
                 Finalized::Apply(room) => apply(&room, &ctx, &namespace).await,
-                Finalized::Cleanup(room) => cleanup(&room, &ctx, &namespace).await,
+                Finalized::Cleanup(room) => {
+                    let done = cleanup(&room, &ctx, &namespace).await;
+                    if done.is_ok() {
+                        // The room is gone once the finalizer lets go.
+                        ctx.registry.forget(&room.uid().unwrap_or_default());
+                    }
+                    done
+                }
             }
         })
         .await
@@ -404,7 +459,7 @@ async fn checkout_key(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Res
 /// The room's Redis store.
 async fn room_store(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Arc<RedisStore>> {
     let url = ctx.redis_url(room, namespace).await?;
-    ctx.store(&url, &room.event_id()).await
+    ctx.store(room, &url).await
 }
 
 /// `call` on the room's store, bounded in time.
@@ -526,6 +581,7 @@ async fn refuse_spec(
         brokers_ready: 0,
         dispatchers_ready: 0,
         now_ms: now_ms(),
+        drained: false,
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let next = status::build(
@@ -594,7 +650,11 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
         .brokers
         .as_ref()
         .map_or(room.spec.broker.min_replicas, |b| b.desired);
-    let broker_replicas = match &redis {
+    let now = now_ms();
+    let was_drained = previous.phase == Some(Phase::Closed) && previous_desired == 0;
+    let counts = redis.as_ref().ok().map(|reading| &reading.counts);
+    let drained = scaling::closed_and_drained(&room.spec, now, counts, was_drained);
+    let demand_replicas = match &redis {
         Ok(reading) => {
             let recommendation = scaling::recommended(
                 reading.connected + reading.counts.waiting,
@@ -607,9 +667,16 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
             previous_desired.clamp(room.spec.broker.min_replicas, room.spec.broker.max_replicas)
         }
     };
+    let (broker_replicas, dispatcher_replicas) = if drained {
+        (0, 0)
+    } else {
+        let brokers = scaling::with_prewarm(demand_replicas, &room.spec, now);
+        (brokers, room.spec.dispatcher.replicas)
+    };
     let inputs = Inputs {
         image: ctx.settings.image.clone(),
         broker_replicas,
+        dispatcher_replicas,
         token_key_digest: secret::key_digest(&key),
         retired_key: secret::has_retired(&key),
     };
@@ -662,6 +729,7 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
         brokers_ready: ready(&brokers),
         dispatchers_ready: ready(&dispatchers),
         now_ms: now_ms(),
+        drained,
     };
     let base = WaitingRoomStatus {
         event_id: Some(event_id),
@@ -695,7 +763,12 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
     ctx.metrics
         .set_phase(&room.uid().unwrap_or_default(), next.phase);
     ctx.memory(room, |m| m.failures = 0);
-    Ok(Action::requeue(ctx.settings.status_interval))
+    let interval = ctx.settings.status_interval;
+    Ok(Action::requeue(scaling::requeue_after(
+        interval,
+        &room.spec,
+        now_ms(),
+    )))
 }
 
 /// Writes `next` if it differs from the status in place. Server-side apply:
@@ -791,7 +864,7 @@ async fn cleanup(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<A
     }
     let purge = async {
         let url = ctx.redis_url(room, namespace).await?;
-        let store = ctx.store(&url, &room.event_id()).await?;
+        let store = ctx.store(room, &url).await?;
         tokio::time::timeout(REDIS_TIMEOUT, store.purge())
             .await
             .map_err(|_| Error::Redis("no answer".into()))?

@@ -217,6 +217,7 @@ pub enum OnDelete {
 /// The brokers: they hold the visitors' streams and scale with demand.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+#[x_kube(validation = Rule::new("!has(self.prewarm) || self.prewarm.replicas <= self.maxReplicas").message("prewarm.replicas must not exceed maxReplicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerSpec {
     #[serde(default = "default_min_replicas")]
@@ -232,6 +233,27 @@ pub struct BrokerSpec {
     /// Container resources; sane defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// At least `replicas` brokers from `opensAt - before` on, whatever the
+    /// load (never above maxReplicas), so the opening rush meets warm
+    /// brokers. Needs `opensAt`: without it, this does nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prewarm: Option<Prewarm>,
+}
+
+/// Brokers started ahead of the opening.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Prewarm {
+    /// The fewest brokers from `opensAt - before` on: 1 to maxReplicas.
+    #[schemars(range(min = 1))]
+    pub replicas: i32,
+    /// How long before `opensAt` the brokers are up, e.g. `30m`: from 1m
+    /// to 24h.
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new(
+        "duration(self) >= duration('1m') && duration(self) <= duration('24h')"
+    ).message("prewarm.before must be from 1m to 24h"))]
+    pub before: String,
 }
 
 impl Default for BrokerSpec {
@@ -241,6 +263,7 @@ impl Default for BrokerSpec {
             max_replicas: default_max_replicas(),
             connections_per_replica: default_connections_per_replica(),
             resources: None,
+            prewarm: None,
         }
     }
 }
@@ -401,6 +424,8 @@ mod tests {
             "x-kubernetes-validations",
             "closesAt must be after opensAt",
             "minReplicas must not exceed maxReplicas",
+            "prewarm.replicas must not exceed maxReplicas",
+            "prewarm.before must be from 1m to 24h",
             "set exactly one of url and secretRef",
             "status: {}",
         ] {

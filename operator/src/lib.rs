@@ -6,6 +6,7 @@ pub mod crd;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod registry;
 pub mod rules;
 pub mod scaling;
 pub mod status;

@@ -16,6 +16,8 @@ pub struct Observed {
     pub brokers_ready: i32,
     pub dispatchers_ready: i32,
     pub now_ms: i64,
+    /// The room is closed and drained, and runs no pods on purpose.
+    pub drained: bool,
 }
 
 /// Builds the status for `generation`, keeping condition transition times
@@ -34,7 +36,8 @@ pub fn build(
         ready: observed.brokers_ready,
         summary: format!("{}/{}", observed.brokers_ready, observed.brokers_desired),
     });
-    let scheduled = observed.brokers_ready > 0 && observed.dispatchers_ready > 0;
+    let scheduled =
+        observed.drained || (observed.brokers_ready > 0 && observed.dispatchers_ready > 0);
     let (redis_ok, redis_message) = match &observed.redis {
         Ok((config, counts)) => {
             status.waiting = Some(counts.waiting as i64);
@@ -52,6 +55,8 @@ pub fn build(
     status.phase = Some(match &observed.redis {
         Err(_) => Phase::Degraded,
         // No rules in Redis yet: no runtime pod has started.
+        // Scaled to zero after closing: the final figures stay.
+        Ok(_) if observed.drained => Phase::Closed,
         Ok((None, _)) => Phase::Pending,
         Ok(_) if !scheduled => Phase::Pending,
         Ok((Some(config), _)) => match config.phase(observed.now_ms) {
@@ -72,21 +77,35 @@ pub fn build(
         (
             "Scheduled",
             scheduled,
-            if scheduled {
+            if observed.drained {
+                "ScaledToZero"
+            } else if scheduled {
                 "PodsReady"
             } else {
                 "PodsNotReady"
             },
-            format!(
-                "{}/{} brokers and {} dispatchers ready",
-                observed.brokers_ready, observed.brokers_desired, observed.dispatchers_ready
-            ),
+            if observed.drained {
+                "closed and drained: no broker or dispatcher runs".to_owned()
+            } else {
+                format!(
+                    "{}/{} brokers and {} dispatchers ready",
+                    observed.brokers_ready, observed.brokers_desired, observed.dispatchers_ready
+                )
+            },
         ),
         (
             "Ready",
             ready,
-            if ready { "Serving" } else { "NotServing" },
-            if ready {
+            if observed.drained {
+                "Closed"
+            } else if ready {
+                "Serving"
+            } else {
+                "NotServing"
+            },
+            if observed.drained {
+                "the room is closed and nobody is left".to_owned()
+            } else if ready {
                 "visitors can join and are admitted".to_owned()
             } else {
                 "see the other conditions".to_owned()
@@ -147,7 +166,49 @@ mod tests {
             brokers_ready: 3,
             dispatchers_ready: 1,
             now_ms: 1_000,
+            drained: false,
         }
+    }
+
+    #[test]
+    fn a_closed_drained_room_at_zero_pods_keeps_its_figures_and_stays_closed() {
+        let mut closed = config();
+        closed.closes_at = Some(500);
+        let counts = RoomCounts {
+            waiting: 0,
+            active: 0,
+            admitted_total: 1_234,
+            opened: true,
+        };
+        let observed = Observed {
+            brokers_desired: 0,
+            brokers_ready: 0,
+            dispatchers_ready: 0,
+            drained: true,
+            ..observed(Ok((Some(closed), counts)))
+        };
+        let status = build(
+            None,
+            &observed,
+            Some(4),
+            WaitingRoomStatus::default(),
+            &time(1),
+        );
+        assert_eq!(status.phase, Some(Phase::Closed));
+        assert_eq!(status.admitted_total, Some(1_234));
+        assert_eq!((status.waiting, status.active), (Some(0), Some(0)));
+        assert_eq!(status.brokers.as_ref().unwrap().desired, 0);
+        assert_eq!(status.brokers.as_ref().unwrap().summary, "0/0");
+        assert_eq!(condition(&status, "Scheduled").reason, "ScaledToZero");
+        assert_eq!(condition(&status, "Ready").status, "True");
+        assert_eq!(condition(&status, "RedisReachable").status, "True");
+        // Redis gone meanwhile: degraded, as any room.
+        let lost = Observed {
+            redis: Err("no answer".into()),
+            ..observed
+        };
+        let status = build(None, &lost, Some(4), WaitingRoomStatus::default(), &time(1));
+        assert_eq!(status.phase, Some(Phase::Degraded));
     }
 
     fn time(secs: i64) -> Time {

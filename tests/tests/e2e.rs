@@ -700,6 +700,8 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
         "a pause rolled the pods"
     );
 
+    lifecycle_of_a_second_room(&cluster, &redis.url());
+
     // Deleting the room runs the finalizer (its Redis keys go) and the
     // garbage collector removes its children. Its runtime processes, still
     // running meanwhile, do not write the deleted room's rules back.
@@ -736,6 +738,66 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
     let _ = std::fs::remove_file(retired_path(&key_file));
     let _ = std::fs::remove_file(checkout_path(&key_file));
     let _ = std::fs::remove_file(key_file);
+}
+
+/// Pre-warm and scale-to-zero, on a room nobody joins (no runtime pods
+/// needed): warm brokers ahead of the opening, none at all once closed and
+/// drained, back when reopened.
+fn lifecycle_of_a_second_room(cluster: &Cluster, redis_url: &str) {
+    use usher_runtime::clock::{now_ms, rfc3339};
+    let manifest = |opens_at: i64, closes_at: i64| {
+        format!(
+            r#"apiVersion: usher.dev/v1alpha1
+kind: WaitingRoom
+metadata: {{name: encore}}
+spec:
+  capacity: 10
+  opensAt: "{}"
+  closesAt: "{}"
+  redis: {{url: "{redis_url}", onDelete: Delete}}
+  broker: {{minReplicas: 1, maxReplicas: 4, prewarm: {{replicas: 3, before: 30m}}}}
+"#,
+            rfc3339(opens_at),
+            rfc3339(closes_at)
+        )
+    };
+    let replicas = |role: &str| {
+        cluster.get(NS, &format!("deployment/encore-{role}"))["spec"]["replicas"].clone()
+    };
+    let status = || cluster.get(NS, "waitingroom/encore")["status"].clone();
+    let minute = 60_000;
+    let now = now_ms();
+    // Opens in 10 minutes: inside the pre-warm window already.
+    cluster
+        .apply(NS, &manifest(now + 10 * minute, now + 60 * minute))
+        .unwrap();
+    eventually(Duration::from_secs(30), "3 pre-warmed brokers", || {
+        (replicas("broker") == 3 && replicas("dispatcher") == 1).then_some(())
+    });
+    // Closed, and nobody in line or active: no runtime pods at all.
+    cluster
+        .apply(NS, &manifest(now - 60 * minute, now - minute))
+        .unwrap();
+    eventually(Duration::from_secs(30), "scaled to zero", || {
+        (replicas("broker") == 0 && replicas("dispatcher") == 0).then_some(())
+    });
+    eventually(Duration::from_secs(30), "closed, desired 0", || {
+        let status = status();
+        (status["phase"] == "Closed" && status["brokers"]["desired"] == 0).then_some(())
+    });
+    let budget = cluster.get(NS, "poddisruptionbudget/encore-broker");
+    assert_eq!(
+        budget["spec"]["maxUnavailable"], 1,
+        "the budget blocks nothing"
+    );
+    // Reopened: the pods come back.
+    cluster
+        .apply(NS, &manifest(now - 60 * minute, now + 60 * minute))
+        .unwrap();
+    eventually(Duration::from_secs(30), "pods back", || {
+        (replicas("broker") == 3 && replicas("dispatcher") == 1).then_some(())
+    });
+    cluster.kubectl_ok(&["-n", NS, "delete", "waitingroom", "encore", "--timeout=60s"]);
 }
 
 /// Where the retired key of `key_file` goes.

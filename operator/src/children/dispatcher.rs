@@ -11,7 +11,7 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
     let env = env::role_env(room, METRICS_PORT);
     RuntimeDeployment {
         role: DISPATCHER,
-        replicas: room.spec.dispatcher.replicas,
+        replicas: inputs.dispatcher_replicas,
         image: inputs.image.clone(),
         env,
         ports: vec![("metrics", METRICS_PORT)],
@@ -34,7 +34,13 @@ mod tests {
         let room = room(
             serde_json::json!({"capacity": 5, "dispatcher": {"replicas": 2}, "redis": {"url": "redis://r:6379/"}}),
         );
-        let deployment = deployment(&room, &inputs());
+        let deployment = deployment(
+            &room,
+            &Inputs {
+                dispatcher_replicas: room.spec.dispatcher.replicas,
+                ..inputs()
+            },
+        );
         let spec = deployment.spec.unwrap();
         assert_eq!(spec.replicas, Some(2));
         let container = &spec.template.spec.unwrap().containers[0];
@@ -65,5 +71,15 @@ mod tests {
             liveness.http_get.as_ref().unwrap().port,
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("metrics".into())
         );
+    }
+
+    #[test]
+    fn a_closed_drained_room_runs_no_dispatcher() {
+        let stopped = Inputs {
+            dispatcher_replicas: 0,
+            ..inputs()
+        };
+        let spec = deployment(&basic(), &stopped).spec.unwrap();
+        assert_eq!(spec.replicas, Some(0));
     }
 }

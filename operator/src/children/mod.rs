@@ -29,8 +29,11 @@ pub const CONFIG_HASH_ANNOTATION: &str = "usher.dev/config-hash";
 pub struct Inputs {
     /// Runtime image.
     pub image: String,
-    /// Broker replicas wanted now (from demand, within min/max).
+    /// Broker replicas wanted now (from demand, within min/max, at least
+    /// the pre-warm floor; 0 once the room is closed and drained).
     pub broker_replicas: i32,
+    /// Dispatcher replicas: the spec's, or 0 once closed and drained.
+    pub dispatcher_replicas: i32,
     /// A digest of the entry-token key, so a new key rolls the brokers.
     pub token_key_digest: String,
     /// The key Secret also holds a retired key (see `secret::RETIRED_FILE`).
@@ -106,6 +109,7 @@ pub(crate) mod fixtures {
         Inputs {
             image: "usher:test".into(),
             broker_replicas: 3,
+            dispatcher_replicas: 1,
             token_key_digest: "abc".into(),
             retired_key: false,
         }
