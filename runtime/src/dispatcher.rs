@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use crate::queue::{Change, LATEST, QueueError, Store};
+use crate::queue::{Change, LATEST, QueueError, SealedSeed, Store};
 use crate::rules::RoomRules;
 use crate::supervisor::Supervisor;
 
@@ -85,7 +85,9 @@ impl Dispatcher {
             *lapsed = false;
         }
         loop {
-            let tick = || self.store.tick(now_ms(), rand::random::<u32>().into());
+            // Kept by a Random room that has not sealed one yet.
+            let seed = SealedSeed::generate();
+            let tick = || self.store.tick(now_ms(), &seed);
             let report = match tick().await {
                 Err(QueueError::NotConfigured) => {
                     self.rules.ensure().await?;

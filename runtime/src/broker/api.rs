@@ -30,6 +30,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/", get(move || async move { page }))
         .route("/v1/rooms/{room}", get(room_stats))
+        .route(
+            "/v1/rooms/{room}/fairness/joins",
+            get(super::fairness::joins),
+        )
         .route("/v1/rooms/{room}/queue", post(join))
         .route("/v1/rooms/{room}/gate", any(super::gate::check))
         .route(
@@ -372,10 +376,10 @@ where
 }
 
 /// The query's parameters, or a 400 `invalid_query` saying why not.
-fn query_params<T: serde::de::DeserializeOwned>(
-    parts: &axum::http::request::Parts,
+pub(super) fn query_params<T: serde::de::DeserializeOwned>(
+    uri: &axum::http::Uri,
 ) -> Result<T, ApiError> {
-    Query::<T>::try_from_uri(&parts.uri)
+    Query::<T>::try_from_uri(uri)
         .map(|Query(params)| params)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
 }
@@ -411,7 +415,7 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for HeldSession {
         broker: &Arc<Broker>,
     ) -> Result<Self, ApiError> {
         let (room, sid): (String, String) = path_params(parts, broker).await?;
-        let query: TokenQuery = query_params(parts)?;
+        let query: TokenQuery = query_params(&parts.uri)?;
         broker.check_session(&room, &sid, &session_tokens(&query, &parts.headers))?;
         Ok(HeldSession(sid))
     }
@@ -455,6 +459,7 @@ async fn room_stats(State(broker): Shared, _: ServedRoom) -> ApiResult {
         .await?
         .ok_or(crate::queue::QueueError::NotConfigured)?;
     let counts = broker.store.counts().await?;
+    let fairness = broker.store.fairness().await?;
     let now = now_ms();
     Ok(Json(serde_json::json!({
         "room": broker.room,
@@ -470,6 +475,7 @@ async fn room_stats(State(broker): Shared, _: ServedRoom) -> ApiResult {
         "closesAt": config.closes_at.map(rfc3339),
         "paused": config.paused,
         "estimatedWaitSeconds": broker.fanout.eta(counts.waiting.max(1), now),
+        "fairness": super::fairness::stats(fairness.as_ref()),
     }))
     .into_response())
 }
@@ -502,7 +508,7 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for ReturnTo {
             #[serde(rename = "return")]
             target: Option<String>,
         }
-        let query: ReturnQuery = query_params(parts)?;
+        let query: ReturnQuery = query_params(&parts.uri)?;
         let refuse = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "return_not_allowed", why);
         let target = query
             .target

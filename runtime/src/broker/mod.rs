@@ -11,6 +11,7 @@ pub use self::entry_cookie::EntryCookie;
 mod ended;
 mod error;
 mod events;
+mod fairness;
 mod fanout;
 mod gate;
 mod health;

@@ -28,6 +28,11 @@ fn config() -> RoomConfig {
     }
 }
 
+/// A sealed seed for ticks; its salt is made from the seed.
+fn seed(seed: u64) -> SealedSeed {
+    SealedSeed::new(seed, format!("{seed:032x}"))
+}
+
 async fn configured(store: &dyn Store, config: RoomConfig) {
     store.configure(&config).await.unwrap();
 }
@@ -137,7 +142,7 @@ async fn admission_follows_tickets_and_never_exceeds_capacity(store: &dyn Store)
     for user in ["a", "b", "c", "d"] {
         join(store, user, T0).await;
     }
-    let report = store.tick(T0 + 1, 0).await.unwrap();
+    let report = store.tick(T0 + 1, &seed(0)).await.unwrap();
     assert_eq!(report.admitted, 2);
     assert!(is_active(&store.session("sid-a", None).await.unwrap()));
     assert!(is_active(&store.session("sid-b", None).await.unwrap()));
@@ -145,7 +150,7 @@ async fn admission_follows_tickets_and_never_exceeds_capacity(store: &dyn Store)
         store.session("sid-c", None).await.unwrap().position,
         Some(1)
     );
-    assert_eq!(store.tick(T0 + 2, 0).await.unwrap().admitted, 0);
+    assert_eq!(store.tick(T0 + 2, &seed(0)).await.unwrap().admitted, 0);
     let counts = store.counts().await.unwrap();
     assert_eq!(
         (counts.waiting, counts.active, counts.admitted_total),
@@ -163,10 +168,21 @@ async fn broker_reports_add_up_and_go_stale(store: &dyn Store) {
 }
 
 async fn purging_forgets_the_room(store: &dyn Store) {
-    configured(store, config()).await;
+    configured(
+        store,
+        RoomConfig {
+            queueing: Queueing::Random,
+            ..config()
+        },
+    )
+    .await;
     join(store, "a", T0).await;
+    store.tick(T0, &seed(1)).await.unwrap();
+    assert_eq!(store.joins(0, 10).await.unwrap(), [1]);
     store.report_broker("b1", 1, T0).await.unwrap();
     store.purge().await.unwrap();
+    assert_eq!(store.fairness().await.unwrap(), None);
+    assert_eq!(store.joins(0, 10).await.unwrap(), Vec::<u64>::new());
     assert_eq!(store.config().await.unwrap(), None);
     assert_eq!(store.counts().await.unwrap(), RoomCounts::default());
     assert_eq!(store.connected(0).await.unwrap(), 0);
@@ -215,11 +231,11 @@ async fn closed_sessions_are_remembered_while_their_tokens_could_live(store: &dy
     )
     .await;
     join(store, "a", T0).await;
-    store.tick(T0, 0).await.unwrap();
+    store.tick(T0, &seed(0)).await.unwrap();
     store.complete("sid-a", T0 + 1).await.unwrap();
-    store.tick(T0 + hours(2), 0).await.unwrap();
+    store.tick(T0 + hours(2), &seed(0)).await.unwrap();
     assert_eq!(store.snapshot().await.unwrap().closed, ["sid-a"]);
-    store.tick(T0 + 1 + hours(3), 0).await.unwrap();
+    store.tick(T0 + 1 + hours(3), &seed(0)).await.unwrap();
     assert!(store.snapshot().await.unwrap().closed.is_empty());
 }
 
@@ -233,7 +249,7 @@ async fn a_admitted_b_waiting(store: &dyn Store, claim_window_ms: Millis) {
     configured(store, capacity_one(claim_window_ms)).await;
     join(store, "a", T0).await;
     join(store, "b", T0).await;
-    store.tick(T0, 0).await.unwrap();
+    store.tick(T0, &seed(0)).await.unwrap();
 }
 
 fn capacity_one(claim_window_ms: Millis) -> RoomConfig {
@@ -265,7 +281,7 @@ async fn completing_frees_the_slot_at_once(store: &dyn Store) {
         store.complete("nope", T0).await.unwrap_err(),
         QueueError::UnknownSession
     );
-    assert_eq!(store.tick(T0 + 3, 0).await.unwrap().admitted, 1);
+    assert_eq!(store.tick(T0 + 3, &seed(0)).await.unwrap().admitted, 1);
     assert!(is_active(&store.session("sid-b", None).await.unwrap()));
 }
 
@@ -306,7 +322,7 @@ async fn revoking_frees_the_slot_and_tells_the_change_stream(store: &dyn Store) 
         QueueError::UnknownSession
     );
     assert_eq!(state(store, "b").await, SessionState::Waiting);
-    assert_eq!(store.tick(T0 + 3, 0).await.unwrap().admitted, 1);
+    assert_eq!(store.tick(T0 + 3, &seed(0)).await.unwrap().admitted, 1);
     store.complete("sid-b", T0 + 4).await.unwrap();
     assert_eq!(
         store.revoke("sid-b", T0 + 5).await.unwrap_err(),
@@ -333,8 +349,11 @@ async fn sessions_expire_after_their_duration(store: &dyn Store) {
         .touch(&["sid-b".into()], expires_at - 1)
         .await
         .unwrap();
-    assert_eq!(store.tick(expires_at - 1, 0).await.unwrap().expired, 0);
-    let report = store.tick(expires_at, 0).await.unwrap();
+    assert_eq!(
+        store.tick(expires_at - 1, &seed(0)).await.unwrap().expired,
+        0
+    );
+    let report = store.tick(expires_at, &seed(0)).await.unwrap();
     assert_eq!((report.expired, report.admitted), (1, 1));
     assert_eq!(
         state(store, "a").await,
@@ -354,7 +373,7 @@ async fn the_checkout_extends_a_session_up_to_the_longest(store: &dyn Store) {
     .await;
     join(store, "a", T0).await;
     join(store, "b", T0).await;
-    store.tick(T0, 0).await.unwrap();
+    store.tick(T0, &seed(0)).await.unwrap();
     let cursor = store.snapshot().await.unwrap().cursor;
     let expiry = |view: SessionView| match view.session.state {
         SessionState::Active { expires_at, .. } => expires_at,
@@ -385,8 +404,18 @@ async fn the_checkout_extends_a_session_up_to_the_longest(store: &dyn Store) {
         .touch(&["sid-b".into()], T0 + 30 * MIN - 1)
         .await
         .unwrap();
-    assert_eq!(store.tick(T0 + 30 * MIN - 1, 0).await.unwrap().expired, 0);
-    assert_eq!(store.tick(T0 + 30 * MIN, 0).await.unwrap().expired, 1);
+    assert_eq!(
+        store
+            .tick(T0 + 30 * MIN - 1, &seed(0))
+            .await
+            .unwrap()
+            .expired,
+        0
+    );
+    assert_eq!(
+        store.tick(T0 + 30 * MIN, &seed(0)).await.unwrap().expired,
+        1
+    );
     // Only an active session is extended.
     for (sid, error) in [
         ("sid-a", QueueError::NotActive),
@@ -420,7 +449,7 @@ async fn admitting_now_passes_a_pause_and_the_rate_but_not_capacity(store: &dyn 
         store.admit_now("r1", 2, T0 + MIN).await.unwrap(),
         admitted(0, 0)
     );
-    assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().admitted, 0);
+    assert_eq!(store.tick(T0 + MIN, &seed(0)).await.unwrap().admitted, 0);
     // Paused, rate one a minute: two now, in line order; the same request
     // again admits nobody.
     assert_eq!(
@@ -479,7 +508,7 @@ async fn a_large_admission_now_comes_in_batches(store: &dyn Store) {
             .await
             .unwrap();
     }
-    store.tick(T0, 0).await.unwrap();
+    store.tick(T0, &seed(0)).await.unwrap();
     let first = store.admit_now("big", n, T0).await.unwrap();
     assert_eq!(
         first,
@@ -529,8 +558,11 @@ async fn admitted_with_a_claim_window(store: &dyn Store) {
 async fn an_unclaimed_slot_goes_to_the_next_in_line(store: &dyn Store) {
     admitted_with_a_claim_window(store).await;
     let cursor = store.snapshot().await.unwrap().cursor;
-    assert_eq!(store.tick(T0 + MIN - 1, 0).await.unwrap().unclaimed, 0);
-    let report = store.tick(T0 + MIN, 0).await.unwrap();
+    assert_eq!(
+        store.tick(T0 + MIN - 1, &seed(0)).await.unwrap().unclaimed,
+        0
+    );
+    let report = store.tick(T0 + MIN, &seed(0)).await.unwrap();
     assert_eq!((report.unclaimed, report.admitted), (1, 1));
     assert_eq!(
         state(store, "a").await,
@@ -568,14 +600,17 @@ async fn a_claimed_session_keeps_its_slot_until_it_ends(store: &dyn Store) {
     assert!(is_active(
         &store.claim("sid-a", T0 + MIN).await.unwrap().view
     ));
-    let report = store.tick(T0 + 2 * MIN, 0).await.unwrap();
+    let report = store.tick(T0 + 2 * MIN, &seed(0)).await.unwrap();
     assert_eq!((report.unclaimed, report.admitted), (0, 0));
     assert!(is_active(&store.session("sid-a", None).await.unwrap()));
     store.touch(&["sid-b".into()], T0 + 10 * MIN).await.unwrap();
-    let report = store.tick(T0 + 10 * MIN, 0).await.unwrap();
+    let report = store.tick(T0 + 10 * MIN, &seed(0)).await.unwrap();
     assert_eq!((report.expired, report.unclaimed), (1, 0));
     // b's own window runs from its admission.
-    assert_eq!(store.tick(T0 + 11 * MIN, 0).await.unwrap().unclaimed, 1);
+    assert_eq!(
+        store.tick(T0 + 11 * MIN, &seed(0)).await.unwrap().unclaimed,
+        1
+    );
 }
 
 async fn a_lapsed_claim_ends_the_session_before_any_tick(store: &dyn Store) {
@@ -586,7 +621,7 @@ async fn a_lapsed_claim_ends_the_session_before_any_tick(store: &dyn Store) {
         (SessionState::Closed(CloseReason::Unclaimed), true)
     );
     assert_eq!(store.counts().await.unwrap().active, 0);
-    assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().unclaimed, 0);
+    assert_eq!(store.tick(T0 + MIN, &seed(0)).await.unwrap().unclaimed, 0);
     assert!(is_active(&store.session("sid-b", None).await.unwrap()));
 }
 
@@ -594,7 +629,7 @@ async fn without_a_claim_window_nobody_loses_a_slot_unclaimed(store: &dyn Store)
     admitted_with_a_claim_window(store).await;
     // The window is switched off: pending deadlines no longer count.
     configured(store, capacity_one(0)).await;
-    let report = store.tick(T0 + 2 * MIN, 0).await.unwrap();
+    let report = store.tick(T0 + 2 * MIN, &seed(0)).await.unwrap();
     assert_eq!((report.unclaimed, report.admitted), (0, 0));
     assert!(is_active(
         &store.claim("sid-a", T0 + 3 * MIN).await.unwrap().view
@@ -602,7 +637,10 @@ async fn without_a_claim_window_nobody_loses_a_slot_unclaimed(store: &dyn Store)
     assert_eq!(state(store, "b").await, SessionState::Waiting);
     // Switched on again, deadlines start from the next admissions only.
     configured(store, capacity_one(MIN)).await;
-    assert_eq!(store.tick(T0 + 4 * MIN, 0).await.unwrap().unclaimed, 0);
+    assert_eq!(
+        store.tick(T0 + 4 * MIN, &seed(0)).await.unwrap().unclaimed,
+        0
+    );
     assert!(is_active(&store.session("sid-a", None).await.unwrap()));
 }
 
@@ -634,10 +672,10 @@ async fn pause_stops_admissions_and_keeps_the_line(store: &dyn Store) {
     )
     .await;
     join(store, "a", T0).await;
-    assert_eq!(store.tick(T0, 0).await.unwrap().admitted, 0);
+    assert_eq!(store.tick(T0, &seed(0)).await.unwrap().admitted, 0);
     assert_eq!(store.counts().await.unwrap().waiting, 1);
     configured(store, config()).await;
-    assert_eq!(store.tick(T0 + 1, 0).await.unwrap().admitted, 1);
+    assert_eq!(store.tick(T0 + 1, &seed(0)).await.unwrap().admitted, 1);
 }
 
 async fn admission_rate_is_never_exceeded(store: &dyn Store) {
@@ -658,7 +696,7 @@ async fn admission_rate_is_never_exceeded(store: &dyn Store) {
         let now = T0 + step * 250;
         let ids: Vec<String> = (0..300).map(|i| format!("sid-u{i}")).collect();
         store.touch(&ids, now).await.unwrap();
-        let report = store.tick(now, 0).await.unwrap();
+        let report = store.tick(now, &seed(0)).await.unwrap();
         admitted_at.extend(std::iter::repeat_n(now, report.admitted as usize));
     }
     // 150 s at 120/min: the window allows at most 120 in any 60 s.
@@ -702,7 +740,7 @@ async fn rate_pacing_survives_skewed_clocks(store: &dyn Store) {
     let mut admitted = 0;
     // One dispatcher at T0 and T0+1s; another, 1 s behind, in between.
     for now in [T0, T0 + 1000, T0, T0 + 1000] {
-        admitted += store.tick(now, 0).await.unwrap().admitted;
+        admitted += store.tick(now, &seed(0)).await.unwrap().admitted;
     }
     assert_eq!(admitted, 2, "60/min allows one admission a second");
 }
@@ -717,14 +755,14 @@ async fn pre_queue_waits_until_opening(store: &dyn Store) {
     )
     .await;
     join(store, "a", T0).await;
-    assert_eq!(store.tick(T0 + 1, 0).await.unwrap().admitted, 0);
+    assert_eq!(store.tick(T0 + 1, &seed(0)).await.unwrap().admitted, 0);
     assert!(!store.counts().await.unwrap().opened);
     store.touch(&["sid-a".into()], T0 + MIN).await.unwrap();
-    assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().admitted, 1);
+    assert_eq!(store.tick(T0 + MIN, &seed(0)).await.unwrap().admitted, 1);
 }
 
 async fn random_room_shuffles_the_pre_queue_once(store: &dyn Store) {
-    let seed = 4242;
+    let sealed = seed(4242);
     configured(
         store,
         RoomConfig {
@@ -739,9 +777,9 @@ async fn random_room_shuffles_the_pre_queue_once(store: &dyn Store) {
     for u in &users {
         join(store, u, T0).await;
     }
-    store.tick(T0 + 1, seed).await.unwrap();
+    store.tick(T0 + 1, &sealed).await.unwrap();
     let mut expected: Vec<String> = users.iter().map(|u| format!("sid-{u}")).collect();
-    shuffle::shuffle(&mut expected, seed);
+    shuffle::shuffle(&mut expected, sealed.seed);
     let line = store.snapshot().await.unwrap().waiting;
     let order: Vec<String> = line.iter().map(|(sid, _)| sid.clone()).collect();
     assert_eq!(order, expected);
@@ -753,7 +791,7 @@ async fn random_room_shuffles_the_pre_queue_once(store: &dyn Store) {
     assert_eq!((first.session.ticket, first.position), (1, Some(1)));
     // Later joins queue behind, and a second opening tick does not reshuffle.
     join(store, "late", T0 + 2).await;
-    store.tick(T0 + 3, seed + 1).await.unwrap();
+    store.tick(T0 + 3, &seed(4243)).await.unwrap();
     let again: Vec<String> = store
         .snapshot()
         .await
@@ -764,6 +802,127 @@ async fn random_room_shuffles_the_pre_queue_once(store: &dyn Store) {
         .collect();
     assert_eq!(&again[..20], &expected[..]);
     assert_eq!(again[20], "sid-late");
+}
+
+/// A Random room opening at `T0 + MIN` with a line that does not move.
+async fn random_room_opening_later(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            opens_at: Some(T0 + MIN),
+            capacity: 0,
+            queueing: Queueing::Random,
+            ..config()
+        },
+    )
+    .await;
+}
+
+async fn a_random_room_commits_to_its_seed_and_reveals_it_after_the_shuffle(store: &dyn Store) {
+    random_room_opening_later(store).await;
+    assert_eq!(store.fairness().await.unwrap(), None);
+    let sealed = seed(77);
+    store.tick(T0, &sealed).await.unwrap();
+    let committed = Some(Fairness {
+        commitment: sealed.commitment.clone(),
+        revealed: None,
+    });
+    assert_eq!(store.fairness().await.unwrap(), committed);
+    // Joins come after the commitment; later ticks bring other seeds.
+    for i in 0..30 {
+        join(store, &format!("u{i}"), T0 + 1).await;
+    }
+    store.leave("sid-u3", T0 + 2).await.unwrap();
+    store.tick(T0 + 3, &seed(78)).await.unwrap();
+    assert_eq!(store.fairness().await.unwrap(), committed);
+    assert_eq!(store.joins(0, 100).await.unwrap(), Vec::<u64>::new());
+    let before = store.snapshot().await.unwrap().waiting;
+
+    store.tick(T0 + MIN, &seed(79)).await.unwrap();
+    let fairness = store.fairness().await.unwrap().unwrap();
+    assert_eq!(
+        fairness,
+        Fairness {
+            commitment: sealed.commitment.clone(),
+            revealed: Some(Revealed {
+                seed: 77,
+                salt: sealed.salt.clone(),
+                shuffled_at: T0 + MIN,
+                joins: 29,
+            }),
+        }
+    );
+    assert_eq!(commitment(77, &sealed.salt), fairness.commitment);
+    // The join list is the pre-queue's tickets in join order; shuffling
+    // it with the seed gives the line, ticket by ticket.
+    let joins = store.joins(0, 100).await.unwrap();
+    let tickets: Vec<u64> = before.iter().map(|(_, t)| *t).collect();
+    assert_eq!(joins, tickets);
+    let mut order = joins.clone();
+    shuffle::shuffle(&mut order, 77);
+    let sid_of = |ticket: u64| before.iter().find(|(_, t)| *t == ticket).unwrap().0.clone();
+    let line: Vec<String> = store
+        .snapshot()
+        .await
+        .unwrap()
+        .waiting
+        .into_iter()
+        .map(|(sid, _)| sid)
+        .collect();
+    assert_eq!(line, order.into_iter().map(sid_of).collect::<Vec<_>>());
+    // Pages of the join list.
+    assert_eq!(store.joins(10, 5).await.unwrap(), tickets[10..15]);
+    assert_eq!(store.joins(25, 100).await.unwrap(), tickets[25..]);
+    assert_eq!(store.joins(29, 100).await.unwrap(), Vec::<u64>::new());
+    assert_eq!(store.joins(0, 0).await.unwrap(), Vec::<u64>::new());
+    assert_eq!(
+        store.joins(u64::MAX, u64::MAX).await.unwrap(),
+        Vec::<u64>::new()
+    );
+}
+
+async fn the_first_seed_sealed_wins_among_concurrent_ticks(store: &dyn Store) {
+    random_room_opening_later(store).await;
+    let seeds: Vec<SealedSeed> = (1..=16).map(seed).collect();
+    futures_util::future::join_all(seeds.iter().map(|s| store.tick(T0, s)))
+        .await
+        .into_iter()
+        .for_each(|report| {
+            report.unwrap();
+        });
+    let kept = store.fairness().await.unwrap().unwrap().commitment;
+    let sealed = seeds.iter().find(|s| s.commitment == kept).unwrap();
+    join(store, "a", T0).await;
+    join(store, "b", T0).await;
+    futures_util::future::join_all(seeds.iter().map(|s| store.tick(T0 + MIN, s))).await;
+    let revealed = store.fairness().await.unwrap().unwrap().revealed.unwrap();
+    assert_eq!((revealed.seed, &revealed.salt), (sealed.seed, &sealed.salt));
+}
+
+async fn rooms_of_other_modes_seal_no_seed(store: &dyn Store) {
+    for queueing in [Queueing::Fifo, Queueing::Passthrough, Queueing::Reject] {
+        configured(
+            store,
+            RoomConfig {
+                queueing,
+                ..config()
+            },
+        )
+        .await;
+        store.tick(T0, &seed(5)).await.unwrap();
+        assert_eq!(store.fairness().await.unwrap(), None);
+    }
+    // A room that turns Random after it opened has nothing left to shuffle.
+    configured(
+        store,
+        RoomConfig {
+            queueing: Queueing::Random,
+            ..config()
+        },
+    )
+    .await;
+    store.tick(T0 + 1, &seed(5)).await.unwrap();
+    assert_eq!(store.fairness().await.unwrap(), None);
 }
 
 async fn passthrough_admits_at_once(store: &dyn Store) {
@@ -805,7 +964,7 @@ async fn reject_refuses_joins_but_keeps_sessions(store: &dyn Store) {
         QueueError::Rejected
     );
     assert_eq!(join(store, "a", T0).await.position, Some(1));
-    assert_eq!(store.tick(T0, 0).await.unwrap().admitted, 1);
+    assert_eq!(store.tick(T0, &seed(0)).await.unwrap().admitted, 1);
 }
 
 async fn closing_refuses_joins_and_closes_the_line(store: &dyn Store) {
@@ -823,7 +982,7 @@ async fn closing_refuses_joins_and_closes_the_line(store: &dyn Store) {
         store.join("b", "s", T0 + MIN).await.unwrap_err(),
         QueueError::RoomClosed
     );
-    assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().closed, 1);
+    assert_eq!(store.tick(T0 + MIN, &seed(0)).await.unwrap().closed, 1);
     assert_eq!(
         state(store, "a").await,
         SessionState::Closed(CloseReason::RoomClosed)
@@ -838,8 +997,11 @@ async fn absent_users_are_dropped_from_the_line(store: &dyn Store) {
     join(store, "polling", T0).await;
     store.touch(&["sid-here".into()], T0 + MIN).await.unwrap();
     store.session("sid-polling", Some(T0 + MIN)).await.unwrap();
-    assert_eq!(store.tick(T0 + 2 * MIN, 0).await.unwrap().abandoned, 0);
-    let report = store.tick(T0 + 2 * MIN + 1, 0).await.unwrap();
+    assert_eq!(
+        store.tick(T0 + 2 * MIN, &seed(0)).await.unwrap().abandoned,
+        0
+    );
+    let report = store.tick(T0 + 2 * MIN + 1, &seed(0)).await.unwrap();
     assert_eq!(report.abandoned, 1);
     assert_eq!(
         state(store, "gone").await,
@@ -854,7 +1016,7 @@ async fn absent_users_are_dropped_from_the_line(store: &dyn Store) {
 async fn nobody_is_dropped_as_absent_right_after_presence_lapsed(store: &dyn Store) {
     admitting_nobody(store).await;
     let grace = presence_grace_ms(2 * MIN);
-    let abandoned_at = |now| async move { store.tick(now, 0).await.unwrap().abandoned };
+    let abandoned_at = |now| async move { store.tick(now, &seed(0)).await.unwrap().abandoned };
     join(store, "gone", T0).await;
     store.presence_lapsed(T0 + 3 * MIN).await.unwrap();
     assert_eq!(abandoned_at(T0 + 3 * MIN).await, 0);
@@ -884,7 +1046,7 @@ async fn the_change_stream_tells_every_change_in_order(store: &dyn Store) {
     let start = store.snapshot().await.unwrap();
     join(store, "a", T0).await;
     join(store, "b", T0).await;
-    store.tick(T0, 0).await.unwrap();
+    store.tick(T0, &seed(0)).await.unwrap();
     store.leave("sid-b", T0).await.unwrap();
     store.complete("sid-a", T0).await.unwrap();
     let batch = store
@@ -986,7 +1148,7 @@ async fn users_with_odd_names_are_kept_intact(store: &dyn Store) {
     let user = "o'neil|admin\n{x}\u{1F600}";
     let view = store.join(user, "s1", T0).await.unwrap().view;
     assert_eq!(view.session.user, user);
-    store.tick(T0, 0).await.unwrap();
+    store.tick(T0, &seed(0)).await.unwrap();
     assert_eq!(store.session("s1", None).await.unwrap().session.user, user);
 }
 
@@ -1075,6 +1237,9 @@ conformance!(
     rate_pacing_survives_skewed_clocks,
     pre_queue_waits_until_opening,
     random_room_shuffles_the_pre_queue_once,
+    a_random_room_commits_to_its_seed_and_reveals_it_after_the_shuffle,
+    the_first_seed_sealed_wins_among_concurrent_ticks,
+    rooms_of_other_modes_seal_no_seed,
     passthrough_admits_at_once,
     reject_refuses_joins_but_keeps_sessions,
     closing_refuses_joins_and_closes_the_line,

@@ -51,6 +51,10 @@ struct Room {
     brokers: HashMap<String, (u64, Millis)>,
     /// The room was purged since it was last configured.
     purged: bool,
+    /// The seed a Random room sealed for its shuffle.
+    sealed: Option<SealedSeed>,
+    /// When the pre-queue was shuffled, and its tickets in join order then.
+    shuffled: Option<(Millis, Vec<u64>)>,
 }
 
 impl MemoryStore {
@@ -234,9 +238,12 @@ impl Room {
         budget.min(TICK_BATCH as u64)
     }
 
-    fn tick(&mut self, now: Millis, seed: u64) -> Result<TickReport> {
+    fn tick(&mut self, now: Millis, seed: &SealedSeed) -> Result<TickReport> {
         let config = self.config()?;
         let mut report = TickReport::default();
+        if config.queueing == Queueing::Random && !self.opened {
+            self.sealed.get_or_insert_with(|| seed.clone());
+        }
 
         let expired: Vec<_> = self
             .active
@@ -298,8 +305,8 @@ impl Room {
         }
         if !self.opened {
             self.opened = true;
-            if config.queueing == Queueing::Random {
-                self.shuffle_line(seed);
+            if let (Queueing::Random, Some(sealed)) = (config.queueing, &self.sealed) {
+                self.shuffle_line(sealed.seed, now);
             }
             self.emit(Change::Opened);
         }
@@ -365,9 +372,11 @@ impl Room {
         })
     }
 
-    /// Deals the line's tickets out again in a random order.
-    fn shuffle_line(&mut self, seed: u64) {
+    /// Deals the line's tickets out again in the order of the sealed seed,
+    /// keeping the tickets in join order.
+    fn shuffle_line(&mut self, seed: u64, now: Millis) {
         let tickets: Vec<u64> = self.waiting.keys().copied().collect();
+        self.shuffled = Some((now, tickets.clone()));
         let mut sids: Vec<String> = self.waiting.values().cloned().collect();
         shuffle(&mut sids, seed);
         self.waiting.clear();
@@ -575,7 +584,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn tick(&self, now: Millis, seed: u64) -> Result<TickReport> {
+    async fn tick(&self, now: Millis, seed: &SealedSeed) -> Result<TickReport> {
         self.with_room(|r| r.tick(now, seed))
     }
 
@@ -585,6 +594,31 @@ impl Store for MemoryStore {
             active: r.active.len() as u64,
             admitted_total: r.admitted_total,
             opened: r.opened,
+        }))
+    }
+
+    async fn fairness(&self) -> Result<Option<Fairness>> {
+        Ok(self.with_room(|r| {
+            let sealed = r.sealed.as_ref()?;
+            Some(Fairness {
+                commitment: sealed.commitment.clone(),
+                revealed: r.shuffled.as_ref().map(|(at, joins)| Revealed {
+                    seed: sealed.seed,
+                    salt: sealed.salt.clone(),
+                    shuffled_at: *at,
+                    joins: joins.len() as u64,
+                }),
+            })
+        }))
+    }
+
+    async fn joins(&self, offset: u64, limit: u64) -> Result<Vec<u64>> {
+        Ok(self.with_room(|r| {
+            r.shuffled.as_ref().map_or_else(Vec::new, |(_, joins)| {
+                let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+                let take = usize::try_from(limit).unwrap_or(usize::MAX);
+                joins.iter().skip(skip).take(take).copied().collect()
+            })
         }))
     }
 

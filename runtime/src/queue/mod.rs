@@ -7,6 +7,7 @@
 //! Time is always passed in by the caller (`now`, Unix milliseconds), so the
 //! semantics are deterministic and testable.
 
+mod fairness;
 mod memory;
 mod redis_store;
 mod shuffle;
@@ -16,6 +17,7 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::fairness::{ALGORITHM, Fairness, Revealed, SealedSeed, commitment};
 pub use self::memory::MemoryStore;
 pub use self::redis_store::{RedisStore, room_key_prefix};
 
@@ -378,9 +380,17 @@ pub trait Store: Send + Sync + 'static {
     /// gives brokers time to mark their visitors again. Never moves back.
     async fn presence_lapsed(&self, now: Millis) -> Result<()>;
     /// One dispatcher step: expire, drop abandoned, open, close, admit.
-    /// `seed` drives the one-time shuffle of Random rooms.
-    async fn tick(&self, now: Millis, seed: u64) -> Result<TickReport>;
+    /// A Random room not yet open that has no sealed seed keeps `seed`
+    /// (the first tick's wins), and shuffles its pre-queue with the seed it
+    /// keeps when it opens (see `queue/fairness.rs`).
+    async fn tick(&self, now: Millis, seed: &SealedSeed) -> Result<TickReport>;
     async fn counts(&self) -> Result<RoomCounts>;
+    /// The commitment to the room's shuffle, and its seed once it took
+    /// place; `None` when the room never sealed a seed (not Random).
+    async fn fairness(&self) -> Result<Option<Fairness>>;
+    /// Up to `limit` entries of the shuffle's join list from `offset`
+    /// (none before the shuffle).
+    async fn joins(&self, offset: u64, limit: u64) -> Result<Vec<u64>>;
     async fn snapshot(&self) -> Result<LineSnapshot>;
     /// Changes after `cursor`, waiting up to `block` for the first one.
     /// The cursor [`LATEST`] means "from now on".

@@ -27,7 +27,7 @@ const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The keys every script receives, in the order `lua/common.lua` names them.
-const SCRIPT_KEYS: [&str; 12] = [
+const SCRIPT_KEYS: [&str; 13] = [
     "cfg",
     "meta",
     "users",
@@ -40,6 +40,7 @@ const SCRIPT_KEYS: [&str; 12] = [
     "events",
     "purged",
     "unclaimed",
+    "joins",
 ];
 /// How long a purged room's mark stops its leftover processes from
 /// restoring its rules.
@@ -58,6 +59,7 @@ struct Scripts {
     tick: Script,
     counts: Script,
     snapshot: Script,
+    fairness: Script,
 }
 
 impl Scripts {
@@ -76,6 +78,7 @@ impl Scripts {
             tick: with_common(include_str!("lua/tick.lua")),
             counts: with_common(include_str!("lua/counts.lua")),
             snapshot: with_common(include_str!("lua/snapshot.lua")),
+            fairness: with_common(include_str!("lua/fairness.lua")),
         }
     }
 }
@@ -433,10 +436,14 @@ impl Store for RedisStore {
         check_status(&self.run(&self.scripts.presence, &[now.to_string()]).await?)
     }
 
-    async fn tick(&self, now: Millis, seed: u64) -> Result<TickReport> {
-        let reply = self
-            .run(&self.scripts.tick, &[now.to_string(), seed.to_string()])
-            .await?;
+    async fn tick(&self, now: Millis, seed: &SealedSeed) -> Result<TickReport> {
+        let args = [
+            now.to_string(),
+            seed.seed.to_string(),
+            seed.salt.clone(),
+            seed.commitment.clone(),
+        ];
+        let reply = self.run(&self.scripts.tick, &args).await?;
         check_status(&reply)?;
         Ok(TickReport {
             admitted: field(&reply, 1)?,
@@ -456,6 +463,42 @@ impl Store for RedisStore {
             admitted_total: field(&reply, 2)?,
             opened: field::<i64>(&reply, 3)? == 1,
         })
+    }
+
+    async fn fairness(&self) -> Result<Option<Fairness>> {
+        let reply = self.run(&self.scripts.fairness, &[]).await?;
+        if reply.is_empty() {
+            return Ok(None);
+        }
+        let revealed = if reply.len() > 1 {
+            Some(Revealed {
+                seed: field(&reply, 1)?,
+                salt: field(&reply, 2)?,
+                shuffled_at: field(&reply, 3)?,
+                joins: field(&reply, 4)?,
+            })
+        } else {
+            None
+        };
+        Ok(Some(Fairness {
+            commitment: field(&reply, 0)?,
+            revealed,
+        }))
+    }
+
+    async fn joins(&self, offset: u64, limit: u64) -> Result<Vec<u64>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Redis takes indexes up to i64::MAX.
+        let index = |i: u64| i.min(i64::MAX as u64);
+        redis::cmd("LRANGE")
+            .arg(&self.keys[12])
+            .arg(index(offset))
+            .arg(index(offset.saturating_add(limit - 1)))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
     }
 
     async fn snapshot(&self) -> Result<LineSnapshot> {

@@ -4,7 +4,7 @@
 /// Park–Miller generator: small enough to be exact in Lua's doubles.
 pub struct Lcg(u64);
 
-const MODULUS: u64 = 2_147_483_647;
+pub const MODULUS: u64 = 2_147_483_647;
 const MULTIPLIER: u64 = 48_271;
 
 impl Lcg {

@@ -24,6 +24,9 @@ struct Model {
     tokens: Option<(f64, Millis)>,
     presence_from: Millis,
     admit_request: (String, u64),
+    /// The sealed seed, and the shuffle's time and join list once it ran.
+    sealed: Option<SealedSeed>,
+    shuffled: Option<(Millis, Vec<u64>)>,
 }
 
 impl Model {
@@ -226,8 +229,11 @@ impl Model {
         }
     }
 
-    fn tick(&mut self, now: Millis, seed: u64) -> TickReport {
+    fn tick(&mut self, now: Millis, seed: &SealedSeed) -> TickReport {
         let mut report = TickReport::default();
+        if self.config.queueing == Queueing::Random && !self.opened && self.sealed.is_none() {
+            self.sealed = Some(seed.clone());
+        }
         let expired: Vec<String> = self
             .entries
             .iter()
@@ -287,7 +293,8 @@ impl Model {
                 line.sort();
                 let tickets: Vec<u64> = line.iter().map(|(t, _)| *t).collect();
                 let mut sids: Vec<String> = line.into_iter().map(|(_, s)| s).collect();
-                shuffle(&mut sids, seed);
+                shuffle(&mut sids, self.sealed.as_ref().unwrap().seed);
+                self.shuffled = Some((now, tickets.clone()));
                 for (ticket, sid) in tickets.into_iter().zip(sids) {
                     self.find(&sid).unwrap().session.ticket = ticket;
                 }
@@ -321,6 +328,19 @@ impl Model {
             self.tokens = Some((tokens - report.admitted as f64, at));
         }
         report
+    }
+
+    fn fairness(&self) -> Option<Fairness> {
+        let sealed = self.sealed.as_ref()?;
+        Some(Fairness {
+            commitment: sealed.commitment.clone(),
+            revealed: self.shuffled.as_ref().map(|(at, joins)| Revealed {
+                seed: sealed.seed,
+                salt: sealed.salt.clone(),
+                shuffled_at: *at,
+                joins: joins.len() as u64,
+            }),
+        })
     }
 
     fn counts(&self) -> RoomCounts {
@@ -385,6 +405,8 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         tokens: None,
         presence_from: 0,
         admit_request: (String::new(), 0),
+        sealed: None,
+        shuffled: None,
     };
     let room_tag = format!("r{seed}-");
     let mut sids: Vec<String> = Vec::new();
@@ -478,10 +500,10 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
             }
             70..=94 => {
                 now += rng.gen_range(0..20_000);
-                let seed = rng.r#gen::<u32>() as u64;
-                let got = store.tick(now, seed).await.unwrap();
+                let seed = SealedSeed::new(rng.r#gen::<u32>().into(), format!("salt-{step}"));
+                let got = store.tick(now, &seed).await.unwrap();
                 let active_before_admission = model.active_count();
-                let want = model.tick(now, seed);
+                let want = model.tick(now, &seed);
                 assert_eq!(got, want, "tick: {context}");
                 super::add(&mut total, &want);
                 if want.admitted > 0 && model.config.queueing != Queueing::Passthrough {
@@ -506,6 +528,13 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
             model.counts(),
             "counts: {context}"
         );
+        assert_eq!(
+            store.fairness().await.unwrap(),
+            model.fairness(),
+            "fairness: {context}"
+        );
     }
+    let joins = model.shuffled.map(|(_, joins)| joins).unwrap_or_default();
+    assert_eq!(store.joins(0, u64::MAX).await.unwrap(), joins, "joins");
     total
 }

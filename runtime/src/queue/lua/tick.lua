@@ -1,8 +1,16 @@
--- One dispatcher step. ARGV: now seed
+-- One dispatcher step. ARGV: now seed salt commitment (a sealed seed, see
+-- queue/fairness.rs).
 -- Returns { 'ok', admitted, expired, abandoned, closed, more, unclaimed }
-local now, seed = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = tonumber(ARGV[1])
 local cfg = load_config()
 if not cfg then return { 'not_configured' } end
+
+-- A Random room seals the seed of its shuffle before it opens: the first
+-- tick's is kept, and only its commitment is published until the shuffle.
+if cfg.mode == 'Random' and redis.call('HGET', K_META, 'opened') ~= '1'
+    and redis.call('HSETNX', K_META, 'shuffle_commitment', ARGV[4]) == 1 then
+  redis.call('HSET', K_META, 'shuffle_seed', ARGV[2], 'shuffle_salt', ARGV[3])
+end
 local admitted, expired, abandoned, closed, more, unclaimed = 0, 0, 0, 0, 0, 0
 local function report() return { 'ok', admitted, expired, abandoned, closed, more, unclaimed } end
 
@@ -62,18 +70,25 @@ if cfg.opens_at > 0 and now < cfg.opens_at then
   return report()
 end
 
--- Opening: a Random room deals the pre-queue's tickets out again, once.
+-- Opening: a Random room deals the pre-queue's tickets out again, once,
+-- with its sealed seed, and keeps the join list: the tickets in join order.
 if redis.call('HGET', K_META, 'opened') ~= '1' then
   redis.call('HSET', K_META, 'opened', '1')
   if cfg.mode == 'Random' then
     local flat = redis.call('ZRANGE', K_WAITING, 0, -1, 'WITHSCORES')
-    local sids, tickets = {}, {}
+    local sids, tickets, joins = {}, {}, {}
     for i = 1, #flat, 2 do
       sids[#sids + 1] = flat[i]
       tickets[#tickets + 1] = tonumber(flat[i + 1])
+      joins[#joins + 1] = flat[i + 1]
     end
+    redis.call('DEL', K_JOINS)
+    for i = 1, #joins, BATCH do
+      redis.call('RPUSH', K_JOINS, unpack(joins, i, math.min(i + BATCH - 1, #joins)))
+    end
+    redis.call('HSET', K_META, 'shuffled_at', int(now))
     -- Park-Miller generator and Fisher-Yates, exactly as queue/shuffle.rs.
-    local x = seed % 2147483647
+    local x = tonumber(redis.call('HGET', K_META, 'shuffle_seed')) % 2147483647
     if x == 0 then x = 1 end
     for i = #sids, 2, -1 do
       x = (x * 48271) % 2147483647
