@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, warn};
 use usher_runtime::clock::now_ms;
-use usher_runtime::queue::{RedisStore, RoomConfig, RoomCounts, Store as _};
+use usher_runtime::queue::{Fairness, RedisStore, RoomConfig, RoomCounts, Store as _};
 use usher_runtime::tokens::EntryTokenSigner;
 
 use crate::children::{Inputs, broker, dispatcher, secret};
@@ -472,14 +472,25 @@ async fn bounded<T>(call: impl Future<Output = usher_runtime::queue::Result<T>>)
 }
 
 /// What Redis says of the room, bounded in time.
-async fn observe_redis(store: &RedisStore) -> Result<(Option<RoomConfig>, RoomCounts, u64)> {
+async fn observe_redis(store: &RedisStore) -> Result<Observation> {
     let read = async {
-        let counts = store.counts().await?;
-        let connected = store.connected(now_ms() - REPORT_FRESHNESS_MS).await?;
-        let config = store.config().await?;
-        Ok::<_, usher_runtime::queue::QueueError>((config, counts, connected))
+        Ok::<_, usher_runtime::queue::QueueError>(Observation {
+            counts: store.counts().await?,
+            connected: store.connected(now_ms() - REPORT_FRESHNESS_MS).await?,
+            config: store.config().await?,
+            fairness: store.fairness().await?,
+        })
     };
     bounded(read).await
+}
+
+/// What one read of the room in Redis found.
+struct Observation {
+    counts: RoomCounts,
+    /// Visitors connected to the brokers.
+    connected: u64,
+    config: Option<RoomConfig>,
+    fairness: Option<Fairness>,
 }
 
 /// Writes the rules the spec asks for to Redis, unless they are in place,
@@ -605,6 +616,7 @@ struct Reading {
     /// Visitors connected to the brokers.
     connected: u64,
     admit_next: Option<AdmitNextStatus>,
+    fairness: Option<Fairness>,
 }
 
 /// Reads the room in Redis, writes the rules the spec asks for, and
@@ -616,14 +628,15 @@ async fn steer(
     previous: &WaitingRoomStatus,
     wanted: RoomConfig,
 ) -> Result<Reading> {
-    let (in_store, counts, connected) = observe_redis(store).await?;
-    let rules = write_rules(room, ctx, store, previous, wanted, in_store.as_ref()).await?;
+    let seen = observe_redis(store).await?;
+    let rules = write_rules(room, ctx, store, previous, wanted, seen.config.as_ref()).await?;
     let admit_next = admit_next(room, ctx, store, previous).await?;
     Ok(Reading {
         rules,
-        counts,
-        connected,
+        counts: seen.counts,
+        connected: seen.connected,
         admit_next,
+        fairness: seen.fairness,
     })
 }
 
@@ -747,6 +760,10 @@ async fn apply(room: &WaitingRoom, ctx: &Context, namespace: &str) -> Result<Act
         admit_next: match &redis {
             Ok(reading) => reading.admit_next.clone(),
             Err(_) => previous.admit_next.clone(),
+        },
+        fairness: match &redis {
+            Ok(reading) => reading.fairness.as_ref().map(status::fairness),
+            Err(_) => previous.fairness.clone(),
         },
         ..WaitingRoomStatus::default()
     };

@@ -154,6 +154,12 @@ pub struct GateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), pattern(WAITING_PAGE))]
     pub waiting_page: Option<String>,
+    /// Binds each entry token to the browser that waited for it (a cookie
+    /// set with the entry cookie): a token copied elsewhere is refused at
+    /// the gate. Absent = true. Set false when the shop's proxy asks the
+    /// gate with tokens that come without that browser's cookies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_binding: Option<bool>,
 }
 
 /// A waiting page as the runtime reads `USHER_WAITING_PAGE`: a path with one
@@ -339,6 +345,10 @@ pub struct WaitingRoomStatus {
     /// The last `spec.admitNext` request carried out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admit_next: Option<AdmitNextStatus>,
+    /// A Random room's commitment to the seed of its shuffle, and the seed
+    /// once the shuffle took place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness: Option<FairnessStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -364,6 +374,22 @@ pub struct AdmitNextStatus {
     pub request_id: String,
     /// Visitors admitted for it (fewer than asked when capacity was short).
     pub admitted: i64,
+}
+
+/// The shuffle of a Random room's pre-queue, published: SHA-256 (hex) of
+/// `usher-shuffle-v1:{seed}:{salt}` before the opening, the seed and the
+/// salt after it; the join list is at the room's
+/// `/v1/rooms/{room}/fairness/joins`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FairnessStatus {
+    pub commitment: String,
+    /// The seed, in decimal, once the pre-queue was shuffled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    /// The salt (32 hex digits), once the pre-queue was shuffled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -2,9 +2,9 @@
 //! observed. Pure, so every transition is unit-tested.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use usher_runtime::queue::{Phase as RoomPhase, RoomConfig, RoomCounts};
+use usher_runtime::queue::{Fairness, Phase as RoomPhase, RoomConfig, RoomCounts};
 
-use crate::crd::{BrokerStatus, Phase, WaitingRoomStatus};
+use crate::crd::{BrokerStatus, FairnessStatus, Phase, WaitingRoomStatus};
 
 /// What one reconcile saw.
 #[derive(Clone, Debug)]
@@ -134,6 +134,16 @@ pub fn build(
         })
         .collect();
     status
+}
+
+/// `status.fairness` from what Redis holds of a Random room's shuffle.
+pub fn fairness(record: &Fairness) -> FairnessStatus {
+    let revealed = record.revealed.as_ref();
+    FairnessStatus {
+        commitment: record.commitment.clone(),
+        seed: revealed.map(|r| r.seed.to_string()),
+        salt: revealed.map(|r| r.salt.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +321,41 @@ mod tests {
             &time(1),
         );
         assert_eq!(status.phase, Some(Phase::Pending));
+    }
+
+    #[test]
+    fn fairness_shows_the_commitment_then_the_seed() {
+        use usher_runtime::queue::{Revealed, SealedSeed};
+        let sealed = SealedSeed::new(42, "00ff".repeat(8));
+        let committed = Fairness {
+            commitment: sealed.commitment.clone(),
+            revealed: None,
+        };
+        assert_eq!(
+            fairness(&committed),
+            FairnessStatus {
+                commitment: sealed.commitment.clone(),
+                seed: None,
+                salt: None,
+            }
+        );
+        let shuffled = Fairness {
+            revealed: Some(Revealed {
+                seed: 42,
+                salt: sealed.salt.clone(),
+                shuffled_at: 1_000,
+                joins: 7,
+            }),
+            ..committed
+        };
+        assert_eq!(
+            fairness(&shuffled),
+            FairnessStatus {
+                commitment: sealed.commitment,
+                seed: Some("42".into()),
+                salt: Some(sealed.salt),
+            }
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ fn secret_volume(name: &str, secret: String, path: &str) -> (Volume, VolumeMount
 }
 
 /// Where admitted visitors may be sent back to, the entry cookie's domain,
-/// and where the gate's redirect form sends refused visitors.
+/// where the gate's redirect form sends refused visitors, and whether entry
+/// tokens are bound to the browser (on unless turned off).
 fn gate_env(room: &WaitingRoom) -> Vec<EnvVar> {
     let Some(gate) = &room.spec.gate else {
         return Vec::new();
@@ -68,6 +69,13 @@ fn gate_env(room: &WaitingRoom) -> Vec<EnvVar> {
                 value_from: None,
             });
         }
+    }
+    if gate.token_binding == Some(false) {
+        env.push(EnvVar {
+            name: "USHER_TOKEN_BINDING".into(),
+            value: Some("off".into()),
+            value_from: None,
+        });
     }
     env
 }
@@ -222,6 +230,16 @@ mod tests {
         assert_eq!(
             gate_url(&room),
             "http://concert-broker.tickets.svc:8080/v1/rooms/concert/gate"
+        );
+        // Token binding is on unless the spec turns it off.
+        assert_eq!(get("USHER_TOKEN_BINDING"), None);
+        room.spec.gate.as_mut().unwrap().token_binding = Some(false);
+        let unbound = super::deployment(&room, &inputs());
+        let pod = unbound.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        assert_eq!(
+            env_value(&env, "USHER_TOKEN_BINDING").as_deref(),
+            Some("off")
         );
     }
 
