@@ -1,6 +1,7 @@
 //! Who is asking: users (a platform JWT, or an anonymous signed cookie) and
 //! the holders of a session (an HMAC session token bound to room and session).
 
+pub mod binding;
 mod jwt;
 
 use base64::Engine;

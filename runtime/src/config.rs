@@ -197,6 +197,12 @@ pub struct ReturnArgs {
     /// waiting room's own URL (`https://queue.shop.example/`).
     #[arg(long, env = "USHER_WAITING_PAGE", default_value = "/queue/", value_parser = WaitingPage::parse)]
     pub waiting_page: WaitingPage,
+    /// `on`: entry tokens are bound to the browser that waited (a second
+    /// cookie, `usher_bind`, set with the entry cookie), and the gate
+    /// refuses a bound token without it. `off` when the shop's proxy asks
+    /// the gate with tokens that come without that browser's cookies.
+    #[arg(long, env = "USHER_TOKEN_BINDING", default_value = "on", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub token_binding: bool,
 }
 
 #[derive(Args, Debug)]
@@ -380,6 +386,23 @@ mod tests {
             config.closes_at.unwrap() - config.opens_at.unwrap(),
             8 * 3_600_000
         );
+    }
+
+    #[test]
+    fn token_binding_is_on_unless_turned_off() {
+        let binding = |extra: &[&str]| {
+            let args = ["usher", "broker", "--room", "r", "--token-key", "k"];
+            let cli = Cli::try_parse_from(args.iter().chain(extra)).map_err(|e| e.to_string())?;
+            let Command::Broker(args) = cli.command else {
+                panic!("broker expected")
+            };
+            Ok::<_, String>(args.round_trip.token_binding)
+        };
+        assert_eq!(binding(&[]), Ok(true));
+        assert_eq!(binding(&["--token-binding", "off"]), Ok(false));
+        assert_eq!(binding(&["--token-binding", "on"]), Ok(true));
+        assert_eq!(binding(&["--token-binding", "false"]), Ok(false));
+        assert!(binding(&["--token-binding", "maybe"]).is_err());
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         return_origins: Default::default(),
         entry_cookie: Default::default(),
         waiting_page: Default::default(),
+        token_binding: true,
     };
     let broker = Broker::new(
         DEMO_ROOM.into(),

@@ -133,6 +133,7 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         return_origins: args.round_trip.return_origins,
         entry_cookie: args.round_trip.cookie_domain,
         waiting_page: args.round_trip.waiting_page,
+        token_binding: args.round_trip.token_binding,
     };
     let metrics = Arc::new(Metrics::default());
     let visitors = listen(args.listen)?;

@@ -41,6 +41,18 @@ pub struct EntryClaims {
     /// End of the session.
     pub exp: i64,
     pub jti: String,
+    /// Confirmation (RFC 7800): the browser the token is bound to, when
+    /// binding is on (see `auth/binding.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a bound entry token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// SHA-256 (base64url) of the binding secret the gate must be shown.
+    #[serde(rename = "usher-bnd")]
+    pub binding: String,
 }
 
 /// Whether a verifier checks a token's `nbf` and `exp`: the gate does; a
@@ -259,6 +271,7 @@ mod tests {
             nbf: 1_900_000_000,
             exp: 4_000_000_000,
             jti: "s1".into(),
+            cnf: None,
         }
     }
 
@@ -279,6 +292,34 @@ mod tests {
         let signer = EntryTokenSigner::generate();
         let token = signer.sign(&claims()).unwrap();
         assert_eq!(verify_with_jwks(&signer, &token), claims());
+    }
+
+    #[test]
+    fn a_bound_token_carries_its_binding_as_cnf() {
+        let signer = EntryTokenSigner::generate();
+        let bound = EntryClaims {
+            cnf: Some(Confirmation {
+                binding: "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0".into(),
+            }),
+            ..claims()
+        };
+        let token = signer.sign(&bound).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(
+            json["cnf"],
+            serde_json::json!({"usher-bnd": "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"})
+        );
+        assert_eq!(verify_with_jwks(&signer, &token), bound);
+        // Unbound tokens carry no cnf at all.
+        let unbound = signer.sign(&claims()).unwrap();
+        let payload = unbound.split('.').nth(1).unwrap();
+        assert!(
+            !String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap())
+                .unwrap()
+                .contains("cnf")
+        );
     }
 
     #[test]

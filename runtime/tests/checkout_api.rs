@@ -71,12 +71,7 @@ async fn status_of(base: &str, joined: &Joined) -> Value {
 
 /// Waits until `joined` is admitted and returns its entry token.
 async fn entry_token(base: &str, joined: &Joined) -> String {
-    eventually(Duration::from_secs(10), "an admission", || async {
-        status_of(base, joined).await["entryToken"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .await
+    entry_pass(base, joined).await.token
 }
 
 /// The session and how it ended, of a checkout's answer.
@@ -181,6 +176,7 @@ fn sign(signer: &EntryTokenSigner, aud: &str, sid: &str) -> String {
             nbf: now,
             exp: now + 600,
             jti: sid.into(),
+            cnf: None,
         })
         .unwrap()
 }
@@ -385,10 +381,13 @@ async fn the_shop_extends_a_session_up_to_the_longest() {
         .await
         .unwrap();
     assert_eq!(expiry(&again.data), expiry(&extended));
-    // The new token passes the gate and lasts as long as the session.
+    // The new token passes the gate, with the session's binding, and lasts
+    // as long as the session.
+    let pass = EntryPass::of(&extended).unwrap();
+    assert!(pass.binding.is_some());
     let gate = reqwest::Client::new()
         .get(format!("{base}/v1/rooms/{ROOM}/gate"))
-        .header("cookie", format!("usher_entry={token}"))
+        .header("cookie", pass.cookie())
         .send()
         .await
         .unwrap();

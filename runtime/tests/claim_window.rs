@@ -15,23 +15,23 @@ use serde_json::json;
 
 const WINDOW: Duration = Duration::from_secs(2);
 
-/// Asks `base`'s gate with `token` as the entry cookie.
-async fn gate(base: &str, token: &str) -> reqwest::Response {
+/// Asks `base`'s gate with the cookies of `pass`.
+async fn gate(base: &str, pass: &EntryPass) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!("{base}/v1/rooms/{ROOM}/gate"))
-        .header("cookie", format!("usher_entry={token}"))
+        .header("cookie", pass.cookie())
         .send()
         .await
         .unwrap()
 }
 
-/// Waits for `events`' `admitted` event; returns its entry token.
-async fn admitted(events: &mut SseClient) -> String {
-    let admitted = events
+/// Waits for `events`' `admitted` event; returns the pass of `session`.
+async fn admitted(events: &mut SseClient, base: &str, session: &Joined) -> EntryPass {
+    events
         .next_of("admitted", Duration::from_secs(5))
         .await
         .unwrap();
-    admitted.data["entryToken"].as_str().unwrap().to_owned()
+    entry_pass(base, session).await
 }
 
 #[tokio::test]
@@ -51,7 +51,7 @@ async fn a_no_show_loses_the_slot_and_a_visitor_at_the_gate_keeps_it() {
 
     // A is admitted and never comes to the gate: after the window, A's
     // stream hears the slot is gone, and B gets it.
-    let a_token = admitted(&mut a_events).await;
+    let a_pass = admitted(&mut a_events, &base, &a).await;
     let a_admitted = Instant::now();
     let closed = a_events
         .next_of("closed", WINDOW + Duration::from_secs(3))
@@ -60,17 +60,17 @@ async fn a_no_show_loses_the_slot_and_a_visitor_at_the_gate_keeps_it() {
     assert_eq!(closed.data, json!({ "reason": "unclaimed" }));
     let waited = a_admitted.elapsed();
     assert!(waited >= WINDOW - Duration::from_millis(300), "{waited:?}");
-    let b_token = admitted(&mut b_events).await;
-    let refused = gate(&base, &a_token).await;
+    let b_pass = admitted(&mut b_events, &base, &b).await;
+    let refused = gate(&base, &a_pass).await;
     assert_eq!(
         error_of(refused).await,
         (StatusCode::UNAUTHORIZED, "session_ended".into())
     );
 
     // B reaches the gate within the window and keeps the slot past it.
-    assert_eq!(gate(&base, &b_token).await.status(), StatusCode::OK);
+    assert_eq!(gate(&base, &b_pass).await.status(), StatusCode::OK);
     tokio::time::sleep(WINDOW + Duration::from_secs(1)).await;
-    assert_eq!(gate(&base, &b_token).await.status(), StatusCode::OK);
+    assert_eq!(gate(&base, &b_pass).await.status(), StatusCode::OK);
     let b_status = get_json(&client, &format!("{base}{}", b.status_url)).await;
     assert_eq!(b_status["state"], "admitted", "{b_status}");
     assert_eq!(room_stats(&base).await["active"], 1);
@@ -104,29 +104,29 @@ async fn a_broker_cut_off_from_redis_lets_a_valid_token_through_and_claims_later
     let _dispatcher = room.dispatcher(&[]).await;
     let a = join(&reqwest::Client::new(), &base).await;
     let mut events = SseClient::connect(&format!("{base}{}", a.events_url), None).await;
-    let token = admitted(&mut events).await;
+    let pass = admitted(&mut events, &base, &a).await;
     let admitted_at = Instant::now();
     assert!(deadline(&room, &a.session_id).await.is_some());
 
     // Redis is out of reach: the token is valid, so the visitor passes,
     // but nothing was claimed.
     path.close();
-    assert_eq!(gate(&base, &token).await.status(), StatusCode::OK);
+    assert_eq!(gate(&base, &pass).await.status(), StatusCode::OK);
     assert!(deadline(&room, &a.session_id).await.is_some());
 
     // Back in reach: a later pass claims the session, which keeps its slot.
     path.open();
     eventually(Duration::from_secs(3), "the claim", || {
-        let (base, token, room, sid) = (&base, &token, &room, &a.session_id);
+        let (base, pass, room, sid) = (&base, &pass, &room, &a.session_id);
         async move {
-            let passed = gate(base, token).await.status() == StatusCode::OK;
+            let passed = gate(base, pass).await.status() == StatusCode::OK;
             (passed && deadline(room, sid).await.is_none()).then_some(())
         }
     })
     .await;
     let past_window = Duration::from_secs(7).saturating_sub(admitted_at.elapsed());
     tokio::time::sleep(past_window).await;
-    assert_eq!(gate(&base, &token).await.status(), StatusCode::OK);
+    assert_eq!(gate(&base, &pass).await.status(), StatusCode::OK);
     assert_eq!(room_stats(&base).await["active"], 1);
 }
 

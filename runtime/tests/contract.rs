@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -84,6 +85,14 @@ async fn a_user_joins_streams_is_admitted_and_completes() {
     for claim in ["iss", "iat", "nbf", "exp", "jti"] {
         assert!(!claims[claim].is_null(), "{claim} missing");
     }
+    // The token is bound to the binding secret its holder is given.
+    let status = get_json(&other, &format!("{base}{}", second.status_url)).await;
+    let binding = status["entryBinding"].as_str().unwrap();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(binding.as_bytes());
+    assert_eq!(
+        claims["cnf"]["usher-bnd"],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    );
 
     let stats = room_stats(&base).await;
     assert_eq!(

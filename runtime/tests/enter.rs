@@ -73,7 +73,9 @@ async fn admitted_visitors_are_sent_back_with_the_entry_cookie_and_nobody_else()
         assert_eq!(no_token.status(), 400, "{bad} without a token");
     }
 
-    // The admitted visitor goes back, to a path or a listed origin.
+    // The admitted visitor goes back, to a path or a listed origin, with
+    // the entry cookie and the binding cookie of its token.
+    let mut jar = Vec::new();
     for (target, location) in [
         ("%2Fcheckout%3Fitem%3D7%26qty%3D2", "/checkout?item=7&qty=2"),
         ("https://shop.example/pay", "https://shop.example/pay"),
@@ -81,26 +83,47 @@ async fn admitted_visitors_are_sent_back_with_the_entry_cookie_and_nobody_else()
         let response = enter(&base, &first, &format!("return={target}")).await;
         assert_eq!(response.status(), 303);
         assert_eq!(response.headers()["location"], location);
-        let cookie = response.headers()["set-cookie"].to_str().unwrap();
-        let attributes: Vec<&str> = cookie.split("; ").collect();
-        assert!(attributes[0].starts_with("usher_entry=ey"), "{cookie}");
-        for expected in [
-            "Path=/",
-            "HttpOnly",
-            "SameSite=Lax",
-            "Domain=shop.example",
-            "Secure",
-        ] {
-            assert!(attributes.contains(&expected), "{expected} in {cookie}");
-        }
-        let max_age: i64 = attributes
+        let cookies: Vec<String> = response
+            .headers()
+            .get_all("set-cookie")
             .iter()
-            .find_map(|a| a.strip_prefix("Max-Age="))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!((890..=900).contains(&max_age), "{cookie}");
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(cookies.len(), 2, "{cookies:?}");
+        jar.clear();
+        for (cookie, name) in cookies.iter().zip(["usher_entry=ey", "usher_bind="]) {
+            let attributes: Vec<&str> = cookie.split("; ").collect();
+            assert!(attributes[0].starts_with(name), "{cookie}");
+            jar.push(attributes[0].to_owned());
+            for expected in [
+                "Path=/",
+                "HttpOnly",
+                "SameSite=Lax",
+                "Domain=shop.example",
+                "Secure",
+            ] {
+                assert!(attributes.contains(&expected), "{expected} in {cookie}");
+            }
+            let max_age: i64 = attributes
+                .iter()
+                .find_map(|a| a.strip_prefix("Max-Age="))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((890..=900).contains(&max_age), "{cookie}");
+        }
     }
+    // The browser holding both cookies passes the gate; the entry cookie
+    // alone, copied elsewhere, does not.
+    let gate = |cookies: String| {
+        reqwest::Client::new()
+            .get(format!("{base}/v1/rooms/{ROOM}/gate"))
+            .header("cookie", cookies)
+            .send()
+    };
+    assert_eq!(gate(jar.join("; ")).await.unwrap().status(), 200);
+    let (status, body) = error_code(gate(jar[0].clone()).await.unwrap()).await;
+    assert_eq!((status, &body["code"]), (401, &"token_not_bound".into()));
 
     // Others are told why not.
     let (status, body) = error_code(enter(&base, &second, "return=/checkout").await).await;

@@ -13,17 +13,23 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use usher_runtime::tokens::{EntryClaims, EntryTokenSigner};
 
-/// Asks `base`'s gate with `token` as the entry cookie (or nothing).
-async fn gate(base: &str, token: Option<&str>) -> reqwest::Response {
+/// Asks `base`'s gate with the cookies `cookies` (or none), as a browser
+/// with other cookies of the shop's would.
+async fn gate(base: &str, cookies: Option<&str>) -> reqwest::Response {
     let mut request = reqwest::Client::new().get(format!("{base}/v1/rooms/{ROOM}/gate"));
-    if let Some(token) = token {
-        request = request.header("cookie", format!("a=b; usher_entry={token}"));
+    if let Some(cookies) = cookies {
+        request = request.header("cookie", format!("a=b; {cookies}"));
     }
     request.send().await.unwrap()
 }
 
-async fn refusal(base: &str, token: Option<&str>) -> (StatusCode, String, String) {
-    let response = gate(base, token).await;
+/// The `Cookie` header of a token copied on its own.
+fn token_alone(token: &str) -> String {
+    format!("usher_entry={token}")
+}
+
+async fn refusal(base: &str, cookies: Option<&str>) -> (StatusCode, String, String) {
+    let response = gate(base, cookies).await;
     let status = response.status();
     let body: Value = response.json().await.unwrap();
     (
@@ -33,20 +39,11 @@ async fn refusal(base: &str, token: Option<&str>) -> (StatusCode, String, String
     )
 }
 
-/// Joins and waits until admitted; returns the session and its entry token.
-async fn admitted(base: &str) -> (Joined, String) {
-    let client = reqwest::Client::new();
-    let user = join(&client, base).await;
-    let status_url = format!("{base}{}", user.status_url);
-    let token = eventually(Duration::from_secs(10), "admission", || {
-        let (client, url) = (client.clone(), status_url.clone());
-        async move {
-            let body = get_json(&client, &url).await;
-            body["entryToken"].as_str().map(str::to_owned)
-        }
-    })
-    .await;
-    (user, token)
+/// Joins and waits until admitted; returns the session and its pass.
+async fn admitted(base: &str) -> (Joined, EntryPass) {
+    let user = join(&reqwest::Client::new(), base).await;
+    let pass = entry_pass(base, &user).await;
+    (user, pass)
 }
 
 #[tokio::test]
@@ -55,11 +52,11 @@ async fn the_gate_lets_admitted_visitors_in_and_nobody_else() {
     let (_a, base_a) = room.broker(&[]).await;
     let (_b, base_b) = room.broker(&[]).await;
     let _dispatcher = room.dispatcher(&[]).await;
-    let (user, token) = admitted(&base_a).await;
+    let (user, pass) = admitted(&base_a).await;
     let before = room_stats(&base_a).await;
 
     for base in [&base_a, &base_b] {
-        let response = gate(base, Some(&token)).await;
+        let response = gate(base, Some(&pass.cookie())).await;
         assert_eq!(response.status(), StatusCode::OK);
         let headers = response.headers();
         assert_eq!(headers["x-usher-session"], user.session_id.as_str());
@@ -71,10 +68,11 @@ async fn the_gate_lets_admitted_visitors_in_and_nobody_else() {
         );
         assert!(headers.contains_key("x-usher-expires-at"));
     }
-    // API clients send the token as a Bearer token.
+    // API clients send the token as a Bearer token, and its binding.
     let bearer = reqwest::Client::new()
         .post(format!("{base_b}/v1/rooms/{ROOM}/gate"))
-        .bearer_auth(&token)
+        .bearer_auth(&pass.token)
+        .header("usher-binding", pass.binding.as_deref().unwrap())
         .send()
         .await
         .unwrap();
@@ -92,6 +90,7 @@ async fn the_gate_lets_admitted_visitors_in_and_nobody_else() {
             nbf: now,
             exp: now + 3600,
             jti: "forged".into(),
+            cnf: None,
         };
         edit(&mut claims);
         claims
@@ -118,7 +117,8 @@ async fn the_gate_lets_admitted_visitors_in_and_nobody_else() {
         ),
     ];
     for (token, code) in cases {
-        let (status, got, message) = refusal(&base_a, token.as_deref()).await;
+        let cookies = token.as_deref().map(token_alone);
+        let (status, got, message) = refusal(&base_a, cookies.as_deref()).await;
         assert_eq!(
             (status, got.as_str()),
             (StatusCode::UNAUTHORIZED, code),
@@ -143,9 +143,10 @@ async fn an_ended_session_is_refused_on_every_broker_within_a_second() {
     let (_a, base_a) = room.broker(&[]).await;
     let (_b, base_b) = room.broker(&[]).await;
     let _dispatcher = room.dispatcher(&[]).await;
-    let (user, token) = admitted(&base_a).await;
+    let (user, pass) = admitted(&base_a).await;
+    let cookies = pass.cookie();
     for base in [&base_a, &base_b] {
-        assert_eq!(gate(base, Some(&token)).await.status(), StatusCode::OK);
+        assert_eq!(gate(base, Some(&cookies)).await.status(), StatusCode::OK);
     }
     let completed = Instant::now();
     let done = reqwest::Client::new()
@@ -159,19 +160,19 @@ async fn an_ended_session_is_refused_on_every_broker_within_a_second() {
     assert_eq!(done.status(), StatusCode::OK);
     for base in [&base_a, &base_b] {
         eventually(Duration::from_secs(5), "the gate refuses", || async {
-            (gate(base, Some(&token)).await.status() == StatusCode::UNAUTHORIZED).then_some(())
+            (gate(base, Some(&cookies)).await.status() == StatusCode::UNAUTHORIZED).then_some(())
         })
         .await;
         println!(
             "refused on {base} {:?} after completion",
             completed.elapsed()
         );
-        let (_, code, _) = refusal(base, Some(&token)).await;
+        let (_, code, _) = refusal(base, Some(&cookies)).await;
         assert_eq!(code, "session_ended");
     }
     // A broker that starts later knows it too.
     let (_c, base_c) = room.broker(&[]).await;
-    let (_, code, _) = refusal(&base_c, Some(&token)).await;
+    let (_, code, _) = refusal(&base_c, Some(&cookies)).await;
     assert_eq!(code, "session_ended");
 }
 
@@ -182,15 +183,25 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// A room of `capacity` with a dispatcher and a broker whose redirect form
+/// sends refused visitors to `https://queue.shop.example/`.
+async fn with_waiting_page(capacity: &str) -> (Room, Usher, Usher, String) {
+    let room = Room::new(&[
+        ("USHER_CAPACITY", capacity),
+        ("USHER_DISPATCH_TICK", "50ms"),
+    ]);
+    let (broker, base) = room
+        .broker(&[("USHER_WAITING_PAGE", "https://queue.shop.example/")])
+        .await;
+    let dispatcher = room.dispatcher(&[]).await;
+    (room, broker, dispatcher, base)
+}
+
 /// The redirect form, asked as Traefik (`X-Forwarded-*`) and Envoy (the
 /// original path appended) ask it.
 #[tokio::test]
 async fn the_redirect_form_sends_refused_visits_to_the_waiting_page() {
-    let room = Room::new(&[("USHER_CAPACITY", "1"), ("USHER_DISPATCH_TICK", "50ms")]);
-    let (_broker, base) = room
-        .broker(&[("USHER_WAITING_PAGE", "https://queue.shop.example/")])
-        .await;
-    let _dispatcher = room.dispatcher(&[]).await;
+    let (_room, _broker, _dispatcher, base) = with_waiting_page("1").await;
     let client = no_redirects();
     let redirect = format!("{base}/v1/rooms/{ROOM}/gate/redirect");
     let before = room_stats(&base).await;
@@ -240,10 +251,10 @@ async fn the_redirect_form_sends_refused_visits_to_the_waiting_page() {
         "a refusal changed the room"
     );
     // An admitted visitor passes, named for the shop.
-    let (user, token) = admitted(&base).await;
+    let (user, pass) = admitted(&base).await;
     let passed = client
         .get(format!("{redirect}/checkout"))
-        .header("cookie", format!("usher_entry={token}"))
+        .header("cookie", pass.cookie())
         .send()
         .await
         .unwrap();
@@ -258,4 +269,93 @@ async fn the_redirect_form_sends_refused_visits_to_the_waiting_page() {
         .await
         .unwrap();
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}
+
+/// Entry-token binding: a token copied into another client, without the
+/// binding cookie of the browser that waited or with another's, is
+/// refused; the browser that waited gets through.
+#[tokio::test]
+async fn a_copied_token_is_refused_without_the_binding_of_the_browser_that_waited() {
+    let (room, _broker, _dispatcher, base) = with_waiting_page("3").await;
+    let (_, alice) = admitted(&base).await;
+    let (_, bob) = admitted(&base).await;
+    let (alice_binding, bob_binding) = (alice.binding.clone().unwrap(), bob.binding.unwrap());
+    assert_ne!(alice_binding, bob_binding);
+
+    assert_eq!(
+        gate(&base, Some(&alice.cookie())).await.status(),
+        StatusCode::OK
+    );
+    let copied = [
+        token_alone(&alice.token),
+        format!("usher_entry={}; usher_bind={bob_binding}", alice.token),
+        format!("usher_entry={}; usher_bind=", alice.token),
+        format!("usher_entry={}; usher_bind={}", alice.token, bob.token),
+    ];
+    for cookies in &copied {
+        let (status, code, message) = refusal(&base, Some(cookies)).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNAUTHORIZED, "token_not_bound"),
+            "{message}"
+        );
+    }
+    // API clients: the token as a Bearer token, its binding in a header.
+    let api = |binding: Option<&str>| {
+        let mut request = reqwest::Client::new()
+            .get(format!("{base}/v1/rooms/{ROOM}/gate"))
+            .bearer_auth(&alice.token);
+        if let Some(binding) = binding {
+            request = request.header("usher-binding", binding);
+        }
+        request.send()
+    };
+    assert_eq!(
+        api(Some(&alice_binding)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    for refused in [None, Some(bob_binding.as_str())] {
+        let response = api(refused).await.unwrap();
+        assert_eq!(
+            error_of(response).await,
+            (StatusCode::UNAUTHORIZED, "token_not_bound".into())
+        );
+    }
+
+    // The redirect form sends a copied token's page visit to the waiting
+    // page, and lets the browser that waited through.
+    let redirect = |cookies: String| {
+        no_redirects()
+            .get(format!("{base}/v1/rooms/{ROOM}/gate/redirect/checkout"))
+            .header("host", "www.shop.example")
+            .header("x-forwarded-proto", "https")
+            .header("accept", "text/html")
+            .header("cookie", cookies)
+            .send()
+    };
+    let sent_back = redirect(token_alone(&alice.token)).await.unwrap();
+    assert_eq!(sent_back.status(), StatusCode::FOUND);
+    assert_eq!(
+        sent_back.headers()["location"],
+        "https://queue.shop.example/?return=https%3A%2F%2Fwww.shop.example%2Fcheckout"
+    );
+    assert_eq!(
+        redirect(alice.cookie()).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // A broker with binding off mints unbound tokens and checks none.
+    let (_unbound, base_off) = room.broker(&[("USHER_TOKEN_BINDING", "off")]).await;
+    let (_, carol) = admitted(&base_off).await;
+    assert_eq!(carol.binding, None);
+    for (token, at) in [
+        (&carol.token, &base_off),
+        (&alice.token, &base_off),
+        (&carol.token, &base),
+    ] {
+        assert_eq!(
+            gate(at, Some(&token_alone(token))).await.status(),
+            StatusCode::OK
+        );
+    }
 }

@@ -331,27 +331,36 @@ async fn journey(layout: Layout) {
     let cookies = browser
         .call("Network.getCookies", json!({"urls": [layout.shop]}))
         .await;
-    let entry = cookies["cookies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "usher_entry")
-        .unwrap_or_else(|| panic!("no entry cookie: {cookies}"))
-        .clone();
-    assert_eq!(entry["httpOnly"], true);
-    assert_eq!(entry["path"], "/");
-    assert_eq!(entry["domain"], layout.cookie_domain);
-    let token = entry["value"].as_str().unwrap();
+    let cookie_named = |name: &str| {
+        let found = cookies["cookies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} cookie: {cookies}"))
+            .clone();
+        assert_eq!(found["httpOnly"], true, "{name}");
+        assert_eq!(found["path"], "/", "{name}");
+        assert_eq!(found["domain"], layout.cookie_domain, "{name}");
+        found["value"].as_str().unwrap().to_owned()
+    };
+    let token = cookie_named("usher_entry");
+    let binding = cookie_named("usher_bind");
     let user = browser.eval(&format!("({TEXT})('user')")).await;
-    assert_eq!(user, claims(token)["sub"]);
+    assert_eq!(user, claims(&token)["sub"]);
     assert!(!user.as_str().unwrap().is_empty());
 
-    // The real cookie passes the door; the same token with a signature of
-    // another key does not.
-    let cookie = format!("usher_entry={token}");
+    // The browser's cookies pass the door. The token copied on its own, or
+    // with a signature of another key, is sent to the queue.
+    let cookie = format!("usher_entry={token}; usher_bind={binding}");
     assert_eq!(door(&visitor, &checkout_url, Some(&cookie)).await.0, 200);
+    let copied = format!("usher_entry={token}");
+    assert_eq!(door(&visitor, &checkout_url, Some(&copied)).await, to_queue);
     let (head_and_claims, _) = token.rsplit_once('.').unwrap();
-    let forged = format!("usher_entry={head_and_claims}.{}", "A".repeat(86));
+    let forged = format!(
+        "usher_entry={head_and_claims}.{}; usher_bind={binding}",
+        "A".repeat(86)
+    );
     assert_eq!(door(&visitor, &checkout_url, Some(&forged)).await, to_queue);
 
     // Another visitor waits for the slot the browser's visitor holds.

@@ -156,6 +156,7 @@ impl Broker {
             waiting: view.waiting,
             eta_seconds: None,
             entry_token: None,
+            entry_binding: None,
             expires_at: None,
             reason: None,
             poll_after_ms: None,
@@ -182,6 +183,7 @@ impl Broker {
                     Ok(token) => body.entry_token = Some(token),
                     Err(e) => tracing::error!(error = %e, "cannot sign an entry token"),
                 }
+                body.entry_binding = self.binding(&session.id);
             }
             SessionState::Closed(reason) => {
                 body.state = "closed";
@@ -212,6 +214,11 @@ pub(super) struct SessionBody {
     eta_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     entry_token: Option<String>,
+    /// The binding secret of a bound entry token, for clients that present
+    /// it at the gate themselves (`Usher-Binding`); browsers get it as a
+    /// cookie from `enter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry_binding: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -523,7 +530,8 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for ReturnTo {
 }
 
 /// Hands an admitted visitor back to the shop: `303` to the return URL,
-/// setting the entry cookie that the gate reads. The return URL is checked
+/// setting the entry cookie that the gate reads, and the binding cookie of
+/// a bound token. The return URL is checked
 /// before the session (its extractor runs first), and nothing changes in
 /// the store: the visitor is not even marked present.
 async fn enter(
@@ -568,13 +576,15 @@ async fn enter(
             )
         })?;
     let max_age = expires_at / 1000 - now_ms() / 1000;
-    let cookie =
+    let secure = visitor_used_https(&headers);
+    let jar = &broker.settings.entry_cookie;
+    let cookies = std::iter::once(jar.set_cookie(&token, max_age, secure)).chain(
         broker
-            .settings
-            .entry_cookie
-            .set_cookie(&token, max_age, visitor_used_https(&headers));
-    // Both are printable ASCII: the return URL by its check, the cookie
-    // being a JWT, a number and a checked domain.
+            .binding(&sid)
+            .map(|secret| jar.set_binding(&secret, max_age, secure)),
+    );
+    // All are printable ASCII: the return URL by its check, the cookies
+    // being a JWT or base64url, a number and a checked domain.
     let value = |text: &str| {
         HeaderValue::from_str(text).map_err(|_| {
             ApiError::new(
@@ -584,13 +594,18 @@ async fn enter(
             )
         })
     };
-    Ok((
+    let mut response = (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, value(&location)?),
-            (header::SET_COOKIE, value(&cookie)?),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
     )
-        .into_response())
+        .into_response();
+    for cookie in cookies {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, value(&cookie)?);
+    }
+    Ok(response)
 }

@@ -1,7 +1,9 @@
 //! The `usher_entry` cookie: the entry token, handed to the visitor's
-//! browser on the way back to the shop, where the gate reads it.
+//! browser on the way back to the shop, where the gate reads it; and the
+//! `usher_bind` cookie next to it, the binding secret of a bound token.
 
 use super::gate::ENTRY_COOKIE;
+use crate::auth::binding::BINDING_COOKIE;
 
 /// How the broker sets the entry cookie.
 #[derive(Clone, Debug, Default)]
@@ -27,8 +29,18 @@ impl EntryCookie {
     /// The `Set-Cookie` value for `token`, which lives `max_age_secs` more.
     /// `secure` when the visitor reached the first proxy over HTTPS.
     pub fn set_cookie(&self, token: &str, max_age_secs: i64, secure: bool) -> String {
+        self.cookie(ENTRY_COOKIE, token, max_age_secs, secure)
+    }
+
+    /// The `Set-Cookie` value for the binding `secret` of the entry token
+    /// set with it: the same attributes, so both reach the same requests.
+    pub fn set_binding(&self, secret: &str, max_age_secs: i64, secure: bool) -> String {
+        self.cookie(BINDING_COOKIE, secret, max_age_secs, secure)
+    }
+
+    fn cookie(&self, name: &str, value: &str, max_age_secs: i64, secure: bool) -> String {
         let mut cookie = format!(
-            "{ENTRY_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+            "{name}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
             max_age_secs.max(0)
         );
         if let Some(domain) = &self.domain {
@@ -80,6 +92,10 @@ mod tests {
         assert_eq!(
             shared.set_cookie("a.b.c", -5, true),
             "usher_entry=a.b.c; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Domain=shop.example; Secure"
+        );
+        assert_eq!(
+            shared.set_binding("s3cr3t", 900, true),
+            "usher_bind=s3cr3t; Path=/; Max-Age=900; HttpOnly; SameSite=Lax; Domain=shop.example; Secure"
         );
     }
 

@@ -7,6 +7,11 @@
 //! (completed, revoked, expired, left) are known from the room's change
 //! stream, so no request costs a Redis call.
 //!
+//! A token bound to a browser (its `cnf` claim, see `auth/binding.rs`)
+//! passes only with that browser's `usher_bind` cookie, or the secret in
+//! an `Usher-Binding` header from an API client: a copied token is refused
+//! as `token_not_bound`. A broker with binding off checks no binding.
+//!
 //! With a claim window, the first pass of a session on this broker also
 //! claims the session in the store (one script call), so that it does not
 //! end as `unclaimed`; later passes cost nothing. A claim the store says
@@ -26,6 +31,7 @@ use super::api::ServedRoom;
 use super::error::ApiError;
 use super::redirect;
 use crate::auth;
+use crate::auth::binding::{self, BINDING_COOKIE, BINDING_HEADER};
 use crate::clock::{now_ms, rfc3339};
 use crate::queue::{ClaimOutcome, QueueError, SessionState};
 use crate::tokens::{EntryClaims, EntryTokenVerifier};
@@ -36,6 +42,8 @@ pub const ENTRY_COOKIE: &str = "usher_entry";
 const USER_HEADER: HeaderName = HeaderName::from_static("x-usher-user");
 const SESSION_HEADER: HeaderName = HeaderName::from_static("x-usher-session");
 const EXPIRES_HEADER: HeaderName = HeaderName::from_static("x-usher-expires-at");
+/// Where an API client presents the binding secret of its entry token.
+const BINDING: HeaderName = HeaderName::from_static(BINDING_HEADER);
 /// The most verified tokens (and claimed sessions) remembered; past it the
 /// memory starts over.
 const MAX_REMEMBERED: usize = 100_000;
@@ -132,6 +140,22 @@ impl Broker {
         }
         if self.fanout.has_ended(&claims.sid) {
             return Err(session_ended());
+        }
+        if self.bindings.is_some()
+            && let Some(cnf) = &claims.cnf
+        {
+            let presented =
+                auth::cookie(text(header::COOKIE), BINDING_COOKIE).or_else(|| text(BINDING));
+            if !presented.is_some_and(|secret| binding::proves(&cnf.binding, secret)) {
+                return Err(refused(
+                    "token_not_bound",
+                    format!(
+                        "the entry token is bound to the browser that waited for it, \
+                         and this request does not carry its {BINDING_COOKIE} cookie \
+                         (or {BINDING_HEADER} header)"
+                    ),
+                ));
+            }
         }
         Ok(claims)
     }

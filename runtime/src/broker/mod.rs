@@ -33,13 +33,14 @@ use tokio::sync::watch;
 pub use self::error::ApiError;
 use self::fanout::Fanout;
 use self::sse::{AdmittedData, Frame, MessageData};
+use crate::auth::binding::{EntryBindings, thumbprint};
 use crate::auth::{SessionTokens, UserAuth};
 use crate::clock::{now_ms, rfc3339};
 use crate::metrics::{EventKind, Metrics};
 use crate::queue::{Millis, QueueError, RoomConfig, SessionState, SessionView, Store};
 use crate::rules::RoomRules;
 use crate::supervisor::Supervisor;
-use crate::tokens::{EntryClaims, EntryTokenSigner, TokenError, TokenTimes};
+use crate::tokens::{Confirmation, EntryClaims, EntryTokenSigner, TokenError, TokenTimes};
 
 /// Tunables of a broker.
 #[derive(Clone, Debug)]
@@ -62,6 +63,8 @@ pub struct BrokerSettings {
     pub entry_cookie: EntryCookie,
     /// Where the gate's redirect form sends refused visitors.
     pub waiting_page: WaitingPage,
+    /// Binds entry tokens to the browser that waited (see `auth/binding.rs`).
+    pub token_binding: bool,
 }
 
 /// The room's current message and its encoded event.
@@ -94,6 +97,8 @@ pub struct Broker {
     rules: Arc<RoomRules>,
     signer: Arc<EntryTokenSigner>,
     session_tokens: SessionTokens,
+    /// Binding secrets of entry tokens; `None` when binding is off.
+    bindings: Option<EntryBindings>,
     users: UserAuth,
     fanout: Arc<Fanout>,
     gate: gate::Gate,
@@ -120,6 +125,9 @@ impl Broker {
         supervisor: &Supervisor,
     ) -> Arc<Self> {
         let session_tokens = SessionTokens::new(signer.mac_keys("session-token"));
+        let bindings = settings
+            .token_binding
+            .then(|| EntryBindings::new(signer.mac_keys("entry-binding")));
         let gate = gate::Gate::new(signer.verifier(&room, &settings.issuer, TokenTimes::Checked));
         Arc::new(Broker {
             room,
@@ -127,6 +135,7 @@ impl Broker {
             rules,
             signer,
             session_tokens,
+            bindings,
             users,
             fanout: Fanout::new(Arc::clone(&metrics)),
             gate,
@@ -174,6 +183,11 @@ impl Broker {
         self.fanout.set_config(config);
     }
 
+    /// The binding secret of session `sid`, when binding is on.
+    fn binding(&self, sid: &str) -> Option<String> {
+        Some(self.bindings.as_ref()?.secret(&self.room, sid))
+    }
+
     fn entry_token(
         &self,
         sid: &str,
@@ -181,6 +195,9 @@ impl Broker {
         admitted_at: Millis,
         expires_at: Millis,
     ) -> Result<String, TokenError> {
+        let cnf = self.binding(sid).map(|secret| Confirmation {
+            binding: thumbprint(&secret),
+        });
         self.signer.sign(&EntryClaims {
             iss: self.settings.issuer.clone(),
             aud: self.room.clone(),
@@ -190,6 +207,7 @@ impl Broker {
             nbf: admitted_at / 1000,
             exp: expires_at / 1000,
             jti: sid.to_owned(),
+            cnf,
         })
     }
 

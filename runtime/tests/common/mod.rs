@@ -257,6 +257,43 @@ pub struct Joined {
     pub status_url: String,
 }
 
+/// What an admitted visitor holds for the shop's gate: the entry token and,
+/// for a bound token, its binding secret (in a browser, both are cookies).
+#[derive(Clone, Debug)]
+pub struct EntryPass {
+    pub token: String,
+    pub binding: Option<String>,
+}
+
+impl EntryPass {
+    /// The pass in a session's JSON answer, once admitted.
+    pub fn of(session: &serde_json::Value) -> Option<Self> {
+        Some(EntryPass {
+            token: session["entryToken"].as_str()?.to_owned(),
+            binding: session["entryBinding"].as_str().map(str::to_owned),
+        })
+    }
+
+    /// The `Cookie` header of the browser that holds the pass.
+    pub fn cookie(&self) -> String {
+        match &self.binding {
+            Some(binding) => format!("usher_entry={}; usher_bind={binding}", self.token),
+            None => format!("usher_entry={}", self.token),
+        }
+    }
+}
+
+/// Waits until `session` is admitted; returns its pass.
+pub async fn entry_pass(base: &str, session: &Joined) -> EntryPass {
+    let client = reqwest::Client::new();
+    let url = format!("{base}{}", session.status_url);
+    eventually(Duration::from_secs(10), "an admission", || {
+        let (client, url) = (client.clone(), url.clone());
+        async move { EntryPass::of(&get_json(&client, &url).await) }
+    })
+    .await
+}
+
 /// Joins as a new anonymous user.
 pub async fn join(client: &reqwest::Client, base: &str) -> Joined {
     let response = client

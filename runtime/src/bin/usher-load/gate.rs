@@ -1,6 +1,6 @@
 //! Gate mode (`--gate`): the path an ingress takes. It admits `--clients`
 //! visitors (the room's capacity must hold them), then asks the broker's
-//! gate with their entry cookies over `--connections` kept-alive
+//! gate with their entry cookies (and binding cookies, for bound tokens) over `--connections` kept-alive
 //! connections for `--hold` seconds, as a proxy does with its pooled
 //! upstream connections. With `--checkout-key` it then revokes one visitor
 //! through the checkout's API and times until the target and every
@@ -47,7 +47,15 @@ pub struct GatePlan {
 #[serde(rename_all = "camelCase")]
 struct SessionAnswer {
     entry_token: Option<String>,
+    entry_binding: Option<String>,
     status_url: Option<String>,
+}
+
+/// What an admitted visitor shows the gate: its entry token, and the
+/// binding secret of a bound one.
+struct Pass {
+    token: String,
+    binding: Option<String>,
 }
 
 /// Sends `req` on `conn` and reads the session answer it gets.
@@ -65,8 +73,8 @@ async fn session_answer(
     serde_json::from_slice(&response.body).context("a session answer")
 }
 
-/// One visitor joined and waited until admitted: its entry token.
-async fn admitted_visitor(plan: &GatePlan, conn: &mut KeepAlive) -> anyhow::Result<String> {
+/// One visitor joined and waited until admitted: what it shows the gate.
+async fn admitted_visitor(plan: &GatePlan, conn: &mut KeepAlive) -> anyhow::Result<Pass> {
     let join_path = format!("/v1/rooms/{}/queue", encode_component(&plan.room));
     let join = request("POST", &join_path, &plan.target.host, &[], false);
     let mut answer = session_answer(conn, &join, plan.timeout).await?;
@@ -78,7 +86,10 @@ async fn admitted_visitor(plan: &GatePlan, conn: &mut KeepAlive) -> anyhow::Resu
     let give_up = Instant::now() + plan.timeout;
     loop {
         if let Some(token) = answer.entry_token {
-            return Ok(token);
+            return Ok(Pass {
+                token,
+                binding: answer.entry_binding,
+            });
         }
         if Instant::now() >= give_up {
             bail!("a visitor was not admitted within {:?}", plan.timeout);
@@ -89,36 +100,34 @@ async fn admitted_visitor(plan: &GatePlan, conn: &mut KeepAlive) -> anyhow::Resu
 }
 
 /// Admits `plan.visitors` visitors over `plan.connections` connections.
-async fn admit_all(plan: &Arc<GatePlan>) -> anyhow::Result<Vec<String>> {
+async fn admit_all(plan: &Arc<GatePlan>) -> anyhow::Result<Vec<Pass>> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = JoinSet::new();
     for _ in 0..plan.connections.min(plan.visitors) {
         let (plan, next) = (Arc::clone(plan), Arc::clone(&next));
         workers.spawn(async move {
             let mut conn = KeepAlive::new(Arc::clone(&plan.connector));
-            let mut tokens = Vec::new();
+            let mut passes = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < plan.visitors {
-                tokens.push(admitted_visitor(&plan, &mut conn).await?);
+                passes.push(admitted_visitor(&plan, &mut conn).await?);
             }
-            anyhow::Ok(tokens)
+            anyhow::Ok(passes)
         });
     }
-    let mut tokens = Vec::with_capacity(plan.visitors);
+    let mut passes = Vec::with_capacity(plan.visitors);
     while let Some(done) = workers.join_next().await {
-        tokens.extend(done.context("an admitting worker")??);
+        passes.extend(done.context("an admitting worker")??);
     }
-    Ok(tokens)
+    Ok(passes)
 }
 
-fn gate_request(room: &str, host: &str, token: &str) -> Vec<u8> {
+fn gate_request(room: &str, host: &str, pass: &Pass) -> Vec<u8> {
     let path = format!("/v1/rooms/{}/gate", encode_component(room));
-    request(
-        "GET",
-        &path,
-        host,
-        &[("Cookie", &format!("usher_entry={token}"))],
-        false,
-    )
+    let mut cookie = format!("usher_entry={}", pass.token);
+    if let Some(binding) = &pass.binding {
+        cookie.push_str(&format!("; usher_bind={binding}"));
+    }
+    request("GET", &path, host, &[("Cookie", &cookie)], false)
 }
 
 /// What one checking connection saw.
@@ -166,13 +175,13 @@ async fn check_until(plan: &Arc<GatePlan>, requests: Arc<Vec<Vec<u8>>>, end: Ins
     all
 }
 
-/// Revokes `token` and returns, per broker, the time from sending the
-/// revocation until that broker's gate refused the token (`None`: not
-/// within [`REFUSAL_WAIT`]).
+/// Revokes the token of `pass` and returns, per broker, the time from
+/// sending the revocation until that broker's gate refused the token
+/// (`None`: not within [`REFUSAL_WAIT`]).
 async fn time_revocation(
     plan: &GatePlan,
     key: &str,
-    token: &str,
+    pass: &Pass,
 ) -> anyhow::Result<Vec<(String, Option<Duration>)>> {
     let brokers: Vec<Target> = std::iter::once(plan.target.clone())
         .chain(plan.other_brokers.iter().cloned())
@@ -184,7 +193,7 @@ async fn time_revocation(
             (
                 broker.addr.to_string(),
                 KeepAlive::new(connector),
-                gate_request(&plan.room, &broker.host, token),
+                gate_request(&plan.room, &broker.host, pass),
             )
         })
         .collect();
@@ -194,7 +203,7 @@ async fn time_revocation(
             bail!("{name} refuses the visitor before the revocation");
         }
     }
-    let body = json!({ "entryToken": token }).to_string();
+    let body = json!({ "entryToken": pass.token }).to_string();
     let revoke = format!(
         "POST /v1/rooms/{}/checkout/revoke HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -228,11 +237,11 @@ pub async fn run(plan: GatePlan) -> anyhow::Result<Report> {
     let plan = Arc::new(plan);
     let started = Instant::now();
     info!(visitors = plan.visitors, "admitting the visitors");
-    let tokens = admit_all(&plan).await?;
+    let passes = admit_all(&plan).await?;
     let admit_s = started.elapsed().as_secs_f64();
-    let requests: Vec<Vec<u8>> = tokens
+    let requests: Vec<Vec<u8>> = passes
         .iter()
-        .map(|token| gate_request(&plan.room, &plan.target.host, token))
+        .map(|pass| gate_request(&plan.room, &plan.target.host, pass))
         .collect();
     info!(connections = plan.connections, hold = ?plan.hold, "asking the gate");
     let checking = Instant::now();
@@ -243,7 +252,11 @@ pub async fn run(plan: GatePlan) -> anyhow::Result<Report> {
     r.push("mode", "gate");
     r.push("target", plan.target.addr.to_string());
     r.push("room", plan.room.as_str());
-    r.push("visitors_admitted", tokens.len());
+    r.push("visitors_admitted", passes.len());
+    r.push(
+        "tokens_bound",
+        passes.iter().filter(|pass| pass.binding.is_some()).count(),
+    );
     r.push("admit_phase_s", round(admit_s, 3));
     r.push("gate_connections", plan.connections);
     r.push("gate_window_s", round(check_s, 3));
@@ -267,8 +280,8 @@ pub async fn run(plan: GatePlan) -> anyhow::Result<Report> {
     );
     r.push_summary("gate_latency", &summary, &["max"]);
 
-    if let (Some(key), Some(token)) = (&plan.checkout_key, tokens.first()) {
-        let refused = time_revocation(&plan, key, token).await?;
+    if let (Some(key), Some(pass)) = (&plan.checkout_key, passes.first()) {
+        let refused = time_revocation(&plan, key, pass).await?;
         let by_broker: serde_json::Map<String, Value> = refused
             .into_iter()
             .map(|(name, at)| {
