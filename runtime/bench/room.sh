@@ -26,7 +26,8 @@ pids+=($!)
 "$bin/usher" keygen >"$work/entry.pem"
 export USHER_ROOM=bench USHER_REDIS_URL="redis://127.0.0.1:$redis_port/" USHER_LOG=warn \
   USHER_CAPACITY="$CAPACITY" USHER_SESSION_DURATION="$SESSION" USHER_TOKEN_KEY="$work/entry.pem" \
-  USHER_POSITION_INTERVAL="$POSITION_INTERVAL" USHER_ABANDON_TIMEOUT=10m
+  USHER_POSITION_INTERVAL="$POSITION_INTERVAL" USHER_ABANDON_TIMEOUT=10m \
+  USHER_JOINS_PER_ADDRESS=0 USHER_SESSIONS_PER_ADDRESS=0
 if [ "${CHECKOUT_KEY:-0}" = 1 ]; then
   python3 -c 'import secrets; print(secrets.token_hex(32))' >"$work/checkout.key"
   export USHER_CHECKOUT_KEY="$work/checkout.key"

@@ -207,6 +207,9 @@ async fn the_page_shows_the_rooms_message_as_it_changes() {
         claim_window_ms: 0,
         max_session_duration_ms: 0,
         message: message.into(),
+        joins_per_address_per_minute: 0,
+        sessions_per_address: 0,
+        priority_share: 100,
         revision,
     };
     store.configure(&rules("", 1)).await.unwrap();

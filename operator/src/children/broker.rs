@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, ObjectFieldSelector, SecretVolumeSource, Service, ServicePort,
+    EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, SecretVolumeSource, Service, ServicePort,
     ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -72,6 +72,70 @@ fn gate_env(room: &WaitingRoom) -> Vec<EnvVar> {
     env
 }
 
+/// Which proxies name the visitor, and how IPv6 visitors are counted.
+fn address_env(room: &WaitingRoom) -> Vec<EnvVar> {
+    let Some(bots) = &room.spec.bots else {
+        return Vec::new();
+    };
+    let trusted = (!bots.trusted_proxies.is_empty()).then(|| bots.trusted_proxies.join(","));
+    [
+        ("USHER_TRUSTED_PROXIES", trusted),
+        ("USHER_IPV6_PREFIX", bots.ipv6_prefix.map(|p| p.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        value.map(|value| EnvVar {
+            name: name.into(),
+            value: Some(value),
+            value_from: None,
+        })
+    })
+    .collect()
+}
+
+/// Where a broker reads the room's invite codes.
+const INVITES_MOUNT_PATH: &str = "/etc/usher/invites";
+const INVITES_FILE: &str = "codes";
+
+/// The priority lane's invite codes (a Secret key mounted as a file) and
+/// the claim of platform users that qualifies.
+fn lane_settings(room: &WaitingRoom) -> (Vec<EnvVar>, Vec<(Volume, VolumeMount)>) {
+    let Some(lanes) = &room.spec.lanes else {
+        return (Vec::new(), Vec::new());
+    };
+    let plain = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    };
+    let mut env = Vec::new();
+    let mut volumes = Vec::new();
+    if let Some(codes) = &lanes.invite_codes {
+        let (mut volume, mount) =
+            secret_volume("invite-codes", codes.name.clone(), INVITES_MOUNT_PATH);
+        if let Some(source) = volume.secret.as_mut() {
+            source.items = Some(vec![KeyToPath {
+                key: codes.key.clone(),
+                path: INVITES_FILE.into(),
+                mode: None,
+            }]);
+        }
+        volumes.push((volume, mount));
+        env.push(plain(
+            "USHER_INVITE_CODES",
+            format!("{INVITES_MOUNT_PATH}/{INVITES_FILE}"),
+        ));
+    }
+    if let Some(claim) = &lanes.priority_claim {
+        let rule = match claim.values.as_slice() {
+            [] => claim.name.clone(),
+            values => format!("{}={}", claim.name, values.join(",")),
+        };
+        env.push(plain("USHER_PRIORITY_CLAIM", rule));
+    }
+    (env, volumes)
+}
+
 /// The forward-auth URL of the room for the shop's ingress.
 pub fn gate_url(room: &WaitingRoom) -> String {
     format!("{}/gate", endpoint(room))
@@ -109,6 +173,9 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
         value_from: None,
     });
     env.extend(gate_env(room));
+    env.extend(address_env(room));
+    let (lane_env, lane_volumes) = lane_settings(room);
+    env.extend(lane_env);
     RuntimeDeployment {
         role: BROKER,
         replicas: inputs.broker_replicas,
@@ -130,7 +197,10 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
                 checkout_secret_name(room),
                 CHECKOUT_MOUNT_PATH,
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(lane_volumes)
+        .collect(),
         annotations: annotations(
             env::config_hash(room),
             &[(KEY_DIGEST_ANNOTATION, inputs.token_key_digest.clone())],

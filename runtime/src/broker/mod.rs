@@ -5,7 +5,9 @@
 mod api;
 pub use self::api::valid_room_id;
 mod checkout;
+mod client_address;
 pub use self::checkout::{CheckoutKey, CheckoutKeyError};
+pub use self::client_address::{AddressPolicy, TrustedProxies};
 mod entry_cookie;
 pub use self::entry_cookie::EntryCookie;
 mod ended;
@@ -15,6 +17,8 @@ mod fanout;
 mod gate;
 mod health;
 mod http;
+mod lanes;
+pub use self::lanes::{read_invites, store_invites};
 mod line;
 mod redirect;
 pub use self::redirect::WaitingPage;
@@ -61,6 +65,8 @@ pub struct BrokerSettings {
     pub entry_cookie: EntryCookie,
     /// Where the gate's redirect form sends refused visitors.
     pub waiting_page: WaitingPage,
+    /// How the visitor's address is found and counted.
+    pub addresses: AddressPolicy,
 }
 
 /// The room's current message and its encoded event.

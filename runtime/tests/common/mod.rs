@@ -97,6 +97,10 @@ impl Room {
             ("USHER_REDIS_URL", redis.url()),
             ("USHER_TOKEN_KEY", key_path.display().to_string()),
             ("USHER_LOG", "warn".to_owned()),
+            // Every test visitor comes from 127.0.0.1 unless a test says
+            // otherwise: no per-address limits by default.
+            ("USHER_JOINS_PER_ADDRESS", "0".to_owned()),
+            ("USHER_SESSIONS_PER_ADDRESS", "0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
