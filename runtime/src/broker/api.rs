@@ -346,7 +346,7 @@ async fn join(
         Some(code) => Some(super::lanes::invite_hash(&room, code).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_invite",
+                "malformed_invite",
                 "an invite code is 4 to 128 printable characters",
             )
         })?),
