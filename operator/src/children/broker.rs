@@ -265,6 +265,66 @@ mod tests {
     }
 
     #[test]
+    fn address_and_lane_settings_reach_the_brokers() {
+        let room = super::super::fixtures::room(serde_json::json!({
+            "capacity": 500, "redis": {"url": "redis://redis:6379/"},
+            "bots": {"trustedProxies": ["10.0.0.0/8", "fd00::/8"], "ipv6Prefix": 56},
+            "lanes": {
+                "inviteCodes": {"name": "presale", "key": "codes.txt"},
+                "priorityClaim": {"name": "tier", "values": ["fanclub", "gold"]}
+            }
+        }));
+        let deployment = deployment(&room, &inputs());
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let container = &pod.containers[0];
+        let env = container.env.as_ref().unwrap();
+        let get = |name: &str| env_value(env, name);
+        assert_eq!(
+            get("USHER_TRUSTED_PROXIES").as_deref(),
+            Some("10.0.0.0/8,fd00::/8")
+        );
+        assert_eq!(get("USHER_IPV6_PREFIX").as_deref(), Some("56"));
+        assert_eq!(
+            get("USHER_PRIORITY_CLAIM").as_deref(),
+            Some("tier=fanclub,gold")
+        );
+        assert_eq!(
+            get("USHER_INVITE_CODES").as_deref(),
+            Some("/etc/usher/invites/codes")
+        );
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "invite-codes")
+            .unwrap();
+        let source = volume.secret.unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some("presale"));
+        assert_eq!(source.items.unwrap()[0].key, "codes.txt");
+        assert!(
+            container
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_path == "/etc/usher/invites")
+        );
+        // Without them, nothing is added.
+        let plain = deployment_env(&basic());
+        assert!(!plain.iter().any(|e| e.name.contains("PROXIES")
+            || e.name.contains("INVITE")
+            || e.name.contains("CLAIM")));
+    }
+
+    fn deployment_env(room: &WaitingRoom) -> Vec<EnvVar> {
+        let deployment = deployment(room, &inputs());
+        deployment.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+    }
+
+    #[test]
     fn the_gate_settings_reach_the_brokers() {
         let mut room = basic();
         room.spec.gate = Some(crate::crd::GateSpec {
