@@ -165,6 +165,9 @@ mod tests {
             claim_window_ms: 0,
             max_session_duration_ms: 0,
             message: String::new(),
+            joins_per_address_per_minute: 0,
+            sessions_per_address: 0,
+            priority_share: 100,
             revision: 1,
         }
     }
@@ -344,7 +347,8 @@ mod tests {
                 seed: 42,
                 salt: sealed.salt.clone(),
                 shuffled_at: 1_000,
-                joins: 7,
+                general: 7,
+                priority: 2,
             }),
             ..committed
         };

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::broker::{EntryCookie, ReturnOrigins, WaitingPage};
+use crate::auth::PriorityClaim;
+use crate::broker::{AddressPolicy, EntryCookie, ReturnOrigins, TrustedProxies, WaitingPage};
 use crate::clock::parse_rfc3339;
 use crate::queue::{Queueing, RoomConfig};
 use crate::rules::RulesFrom;
@@ -86,6 +87,20 @@ pub struct RoomArgs {
     /// Shown to everyone waiting (up to 500 characters); empty = none.
     #[arg(long, env = "USHER_MESSAGE", default_value = "", hide_default_value = true, value_parser = parse_message)]
     pub message: String,
+    /// Most new places one visitor address (an IPv4 address, an IPv6 /64)
+    /// may take per minute, across all brokers: a burst of that many, then
+    /// evenly spread; 0 = unlimited.
+    #[arg(long, env = "USHER_JOINS_PER_ADDRESS", default_value_t = DEFAULT_JOINS_PER_ADDRESS)]
+    pub joins_per_address: u64,
+    /// Most live (waiting or admitted) places one visitor address may hold
+    /// at once, across all brokers; 0 = unlimited. Raise it for visitors
+    /// behind a shared address (a campus, a carrier's NAT).
+    #[arg(long, env = "USHER_SESSIONS_PER_ADDRESS", default_value_t = DEFAULT_SESSIONS_PER_ADDRESS)]
+    pub sessions_per_address: u64,
+    /// Percent of admissions that go to the priority lane while both lanes
+    /// wait; 100 = the priority lane is admitted strictly first.
+    #[arg(long, env = "USHER_PRIORITY_SHARE", default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub priority_share: u8,
     /// Orders configurations: a process never replaces the room's rules with
     /// ones of a lower revision (an old pod restarting during a rollout).
     #[arg(long, env = "USHER_CONFIG_REVISION", default_value_t = 0)]
@@ -119,6 +134,9 @@ impl RoomArgs {
                 .max_session_duration
                 .map_or(0, |d| d.as_millis() as i64),
             message: self.message.clone(),
+            joins_per_address_per_minute: self.joins_per_address,
+            sessions_per_address: self.sessions_per_address,
+            priority_share: self.priority_share,
             revision: self.config_revision,
         })
     }
@@ -162,6 +180,11 @@ pub struct UserAuthArgs {
     /// Required `aud` of platform JWTs, if set.
     #[arg(long, env = "USHER_USER_JWT_AUDIENCE")]
     pub user_jwt_audience: Option<String>,
+    /// Platform users whose token carries this claim join the priority
+    /// lane: `name=value1,value2` (a string equal to one, or an array
+    /// holding one) or `name` (any true or non-empty value).
+    #[arg(long, env = "USHER_PRIORITY_CLAIM", value_parser = PriorityClaim::parse)]
+    pub priority_claim: Option<PriorityClaim>,
 }
 
 /// Tunables of the broker's streams.
@@ -205,6 +228,28 @@ pub struct ReturnArgs {
     pub token_binding: bool,
 }
 
+/// How the broker finds the visitor's address behind proxies.
+#[derive(Args, Debug, Clone)]
+pub struct AddressArgs {
+    /// Proxies (comma-separated CIDRs, such as `10.0.0.0/8`) whose
+    /// `Forwarded` / `X-Forwarded-For` headers name the visitor; empty =
+    /// none, the TCP peer is the visitor.
+    #[arg(long, env = "USHER_TRUSTED_PROXIES", default_value = "", hide_default_value = true, value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: TrustedProxies,
+    /// IPv6 visitors are counted per network of this prefix length.
+    #[arg(long, env = "USHER_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix: u8,
+}
+
+impl AddressArgs {
+    pub fn policy(&self) -> AddressPolicy {
+        AddressPolicy {
+            trusted_proxies: self.trusted_proxies.clone(),
+            ipv6_prefix: self.ipv6_prefix,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct BrokerArgs {
     #[command(flatten)]
@@ -217,6 +262,8 @@ pub struct BrokerArgs {
     pub streams: StreamArgs,
     #[command(flatten)]
     pub round_trip: ReturnArgs,
+    #[command(flatten)]
+    pub addresses: AddressArgs,
     /// Address to serve visitors (HTTP/SSE) and the probes on.
     #[arg(long, env = "USHER_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -238,6 +285,10 @@ pub struct BrokerArgs {
     /// checkout API off.
     #[arg(long, env = "USHER_CHECKOUT_KEY")]
     pub checkout_key: Option<String>,
+    /// File of invite codes for the priority lane, one per line, each good
+    /// for one place; loaded at start (codes redeemed before stay spent).
+    #[arg(long, env = "USHER_INVITE_CODES")]
+    pub invite_codes: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +343,11 @@ pub const MIN_ABANDON_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MIN_CLAIM_WINDOW: Duration = Duration::from_secs(1);
 /// Longest claim window: past it, a no-show holds the slot too long to matter.
 pub const MAX_CLAIM_WINDOW: Duration = Duration::from_secs(3600);
+
+/// New places one address may take per minute, unless configured.
+pub const DEFAULT_JOINS_PER_ADDRESS: u64 = 30;
+/// Live places one address may hold, unless configured.
+pub const DEFAULT_SESSIONS_PER_ADDRESS: u64 = 20;
 
 /// The longest message to everyone waiting, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 500;

@@ -36,8 +36,9 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-/// The whole join list, read in pages of `page`.
-async fn join_list(base: &str, page: usize) -> Vec<u64> {
+/// The whole join list, read in pages of `page`, split into its lanes'
+/// parts: the general lane's, then the priority lane's.
+async fn join_list(base: &str, page: usize) -> [Vec<u64>; 2] {
     let client = reqwest::Client::new();
     let mut tickets = Vec::new();
     loop {
@@ -49,7 +50,10 @@ async fn join_list(base: &str, page: usize) -> Vec<u64> {
         let entries: Vec<u64> = serde_json::from_value(body["tickets"].clone()).unwrap();
         if entries.is_empty() {
             assert_eq!(body["total"], tickets.len());
-            return tickets;
+            let general = body["lanes"]["general"].as_u64().unwrap() as usize;
+            assert_eq!(body["lanes"]["priority"], tickets.len() - general);
+            let priority = tickets.split_off(general);
+            return [tickets, priority];
         }
         tickets.extend(entries);
     }
@@ -129,11 +133,12 @@ async fn the_published_seed_reproduces_the_admission_order() {
     assert_eq!(fairness["joins"], VISITORS);
 
     // The join list is every visitor's ticket from the join answer, in
-    // join order; the seed deals it out again.
-    let joins = join_list(&base, 5).await;
+    // join order (all in the general lane here); the seed deals each
+    // lane's part out again.
+    let [joins, priority] = join_list(&base, 5).await;
     let mut tickets: Vec<u64> = visitors.iter().map(|v| v.ticket).collect();
     tickets.sort_unstable();
-    assert_eq!(joins, tickets);
+    assert_eq!((&joins, priority.len()), (&tickets, 0));
     let expected = recompute(&joins, seed.parse().unwrap());
 
     // One slot: each admitted visitor completes, and the next comes in.

@@ -60,6 +60,8 @@ spec:
   paused: {paused}
   redis: {{url: "{redis_url}", onDelete: Delete}}
   broker: {{minReplicas: 1, maxReplicas: 6, connectionsPerReplica: 200}}
+  # Every test visitor comes from 127.0.0.1.
+  bots: {{perAddress: {{joinsPerMinute: 0, liveSessions: 0}}}}
 "#
     )
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -12,11 +12,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::Broker;
+use super::client_address::Peer;
 use super::error::{ApiError, ErrorCode};
 use super::events::StreamHandoff;
 use crate::auth::{self, SESSION_COOKIE, random_id};
 use crate::clock::{now_ms, rfc3339};
-use crate::queue::{SessionState, SessionView};
+use crate::queue::{JoinRequest, Lane, SessionState, SessionView, join_number};
 
 const WAITING_PAGE: &str = include_str!("../web/waiting.html");
 
@@ -49,6 +50,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/rooms/{room}/sessions/{sid}/complete", post(complete))
         // The shop's checkout, server to server.
         .merge(super::checkout::routes(&broker))
+        .merge(super::lanes::routes())
         .route("/v1/rooms/{room}/sessions/{sid}/enter", get(enter))
         .route("/.well-known/jwks.json", get(jwks))
         .route(
@@ -150,7 +152,8 @@ impl Broker {
         let session = &view.session;
         let mut body = SessionBody {
             session_id: session.id.clone(),
-            ticket: session.ticket,
+            ticket: join_number(session.ticket),
+            lane: Lane::of_ticket(session.ticket),
             state: "waiting",
             position: view.position,
             waiting: view.waiting,
@@ -168,7 +171,7 @@ impl Broker {
         match session.state {
             SessionState::Waiting => {
                 let position = view.position.unwrap_or(1);
-                body.eta_seconds = self.fanout.eta(position, now_ms());
+                body.eta_seconds = self.fanout.eta_of(session.ticket, position, now_ms());
                 let ceiling =
                     (self.settings.abandon_timeout.as_millis() as u64 / 3).clamp(1_000, 15_000);
                 body.poll_after_ms = Some((2_000 + position * 5).min(ceiling));
@@ -204,7 +207,9 @@ impl Broker {
 #[serde(rename_all = "camelCase")]
 pub(super) struct SessionBody {
     session_id: String,
+    /// The order of joins (the same in every lane).
     ticket: u64,
+    lane: Lane,
     /// waiting, admitted or closed.
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,10 +272,17 @@ pub(super) fn declares_json(headers: &HeaderMap) -> Option<bool> {
     })
 }
 
-/// A join's body is empty or JSON. A declared type other than JSON is
-/// refused even with an empty body: browsers send one with every
+/// What a join's body may ask.
+#[derive(Default, Deserialize)]
+struct JoinBody {
+    /// An invite code for the priority lane.
+    invite: Option<String>,
+}
+
+/// A join's body is empty or a JSON object. A declared type other than
+/// JSON is refused even with an empty body: browsers send one with every
 /// cross-site form, and a form must not be able to take a place in line.
-fn check_join_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+fn join_body(headers: &HeaderMap, body: &[u8]) -> Result<JoinBody, ApiError> {
     let declared_json = declares_json(headers);
     let empty = body.iter().all(u8::is_ascii_whitespace);
     match declared_json {
@@ -284,16 +296,15 @@ fn check_join_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
             ));
         }
     }
-    let is_object =
-        empty || serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
-    if !is_object {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body must be empty or a JSON object",
-        ));
+    if empty {
+        return Ok(JoinBody::default());
     }
-    Ok(())
+    let invalid = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", why);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) if value.is_object() => serde_json::from_value(value)
+            .map_err(|e| invalid(format!("the body is not a valid join: {e}"))),
+        _ => Err(invalid("the body must be empty or a JSON object".into())),
+    }
 }
 
 /// Whether the visitor reached the first proxy over HTTPS. Proxies append
@@ -324,18 +335,45 @@ fn visitor_used_https(headers: &HeaderMap) -> bool {
 async fn join(
     State(broker): Shared,
     ServedRoom(room): ServedRoom,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    check_join_body(&headers, &body)?;
+    let asked = join_body(&headers, &body)?;
+    // Checked before anything else: a malformed forwarding header is
+    // refused whoever sent it.
+    let address = match peer {
+        Some(Extension(Peer(peer))) => {
+            let client = broker.settings.addresses.client(peer.ip(), &headers)?;
+            Some(broker.settings.addresses.limit_key(client))
+        }
+        None => None,
+    };
     let identity = broker.users.identify(
         header_text(&headers, header::AUTHORIZATION),
         header_text(&headers, header::COOKIE),
     )?;
-    let outcome = broker
-        .store
-        .join(&identity.user, &random_id(), now_ms())
-        .await?;
+    let invite = match &asked.invite {
+        Some(code) => Some(super::lanes::invite_hash(&room, code).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_invite",
+                "an invite code is 4 to 128 printable characters",
+            )
+        })?),
+        None => None,
+    };
+    let sid = random_id();
+    let mut request = JoinRequest::new(&identity.user, &sid);
+    if let Some(address) = &address {
+        request = request.from_address(address);
+    }
+    if let Some(invite) = &invite {
+        request = request.redeeming(invite).in_lane(Lane::Priority);
+    } else if identity.priority {
+        request = request.in_lane(Lane::Priority);
+    }
+    let outcome = broker.store.join(&request, now_ms()).await?;
     broker
         .metrics
         .joins

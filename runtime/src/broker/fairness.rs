@@ -16,7 +16,7 @@ use super::Broker;
 use super::api::{ServedRoom, query_params};
 use super::error::ApiError;
 use crate::clock::rfc3339;
-use crate::queue::{ALGORITHM, Fairness};
+use crate::queue::{ALGORITHM, Fairness, join_number};
 
 /// The most join-list entries one answer carries.
 const MAX_JOINS_PAGE: u64 = 10_000;
@@ -35,7 +35,7 @@ pub(super) fn stats(fairness: Option<&Fairness>) -> Value {
         "seed": revealed.map(|r| r.seed.to_string()),
         "salt": revealed.map(|r| r.salt.as_str()),
         "shuffledAt": revealed.map(|r| rfc3339(r.shuffled_at)),
-        "joins": revealed.map(|r| r.joins),
+        "joins": revealed.map(|r| r.joins()),
     })
 }
 
@@ -53,8 +53,10 @@ fn full_page() -> u64 {
 }
 
 /// `GET /v1/rooms/{room}/fairness/joins?offset=0&limit=10000`: entries of
-/// the join list (the pre-queue's original tickets in join order) from
-/// `offset`, with the seed, salt and commitment, once the room shuffled.
+/// the join list from `offset`, with the seed, salt and commitment, once
+/// the room shuffled. The list holds the pre-queue's tickets (as visitors
+/// see them in the join answer) in join order: the general lane's
+/// `lanes.general` entries, then the priority lane's `lanes.priority`.
 pub(super) async fn joins(
     State(broker): State<Arc<Broker>>,
     _: ServedRoom,
@@ -82,8 +84,9 @@ pub(super) async fn joins(
             "the pre-queue is shuffled when the room opens; its join list is published then",
         )
     })?;
-    let tickets = if page.offset < revealed.joins {
-        broker.store.joins(page.offset, page.limit).await?
+    let tickets: Vec<u64> = if page.offset < revealed.joins() {
+        let entries = broker.store.joins(page.offset, page.limit).await?;
+        entries.into_iter().map(join_number).collect()
     } else {
         Vec::new()
     };
@@ -95,7 +98,8 @@ pub(super) async fn joins(
             "commitment": fairness.commitment,
             "seed": revealed.seed.to_string(),
             "salt": revealed.salt,
-            "total": revealed.joins,
+            "total": revealed.joins(),
+            "lanes": {"general": revealed.general, "priority": revealed.priority},
             "offset": page.offset,
             "tickets": tickets,
         })),

@@ -5,7 +5,9 @@
 mod api;
 pub use self::api::valid_room_id;
 mod checkout;
+mod client_address;
 pub use self::checkout::{CheckoutKey, CheckoutKeyError};
+pub use self::client_address::{AddressPolicy, TrustedProxies};
 mod entry_cookie;
 pub use self::entry_cookie::EntryCookie;
 mod ended;
@@ -16,6 +18,8 @@ mod fanout;
 mod gate;
 mod health;
 mod http;
+mod lanes;
+pub use self::lanes::{read_invites, store_invites};
 mod line;
 mod redirect;
 pub use self::redirect::WaitingPage;
@@ -63,6 +67,8 @@ pub struct BrokerSettings {
     pub entry_cookie: EntryCookie,
     /// Where the gate's redirect form sends refused visitors.
     pub waiting_page: WaitingPage,
+    /// How the visitor's address is found and counted.
+    pub addresses: AddressPolicy,
     /// Binds entry tokens to the browser that waited (see `auth/binding.rs`).
     pub token_binding: bool,
 }
@@ -188,6 +194,29 @@ impl Broker {
         Some(self.bindings.as_ref()?.secret(&self.room, sid))
     }
 
+    /// The claims of an entry token of session `sid`, bound to no browser.
+    fn entry_claims(
+        &self,
+        sid: &str,
+        user: &str,
+        admitted_at: Millis,
+        expires_at: Millis,
+    ) -> EntryClaims {
+        EntryClaims {
+            iss: self.settings.issuer.clone(),
+            aud: self.room.clone(),
+            sub: user.to_owned(),
+            sid: sid.to_owned(),
+            iat: admitted_at / 1000,
+            nbf: admitted_at / 1000,
+            exp: expires_at / 1000,
+            jti: sid.to_owned(),
+            cnf: None,
+        }
+    }
+
+    /// The entry token of an admitted session: bound to the browser that
+    /// waited, when binding is on.
     fn entry_token(
         &self,
         sid: &str,
@@ -199,16 +228,21 @@ impl Broker {
             binding: thumbprint(&secret),
         });
         self.signer.sign(&EntryClaims {
-            iss: self.settings.issuer.clone(),
-            aud: self.room.clone(),
-            sub: user.to_owned(),
-            sid: sid.to_owned(),
-            iat: admitted_at / 1000,
-            nbf: admitted_at / 1000,
-            exp: expires_at / 1000,
-            jti: sid.to_owned(),
             cnf,
+            ..self.entry_claims(sid, user, admitted_at, expires_at)
         })
+    }
+
+    /// A staff pass: nobody waited for it, so it is bound to no browser.
+    fn staff_pass(
+        &self,
+        sid: &str,
+        user: &str,
+        issued_at: Millis,
+        expires_at: Millis,
+    ) -> Result<String, TokenError> {
+        self.signer
+            .sign(&self.entry_claims(sid, user, issued_at, expires_at))
     }
 
     fn admitted_frame(

@@ -8,11 +8,13 @@
 //! commitment of a 31-bit seed cannot be reversed by trying every seed.
 //!
 //! Recomputing the order ([`ALGORITHM`]): the join list is the pre-queue's
-//! original tickets in join (ascending) order, `t[0..n]`. Start with
-//! `x = seed`; for `i` from `n - 1` down to 1, set
-//! `x = x * 48271 mod 2147483647` and `j = x mod (i + 1)`, and swap `t[i]`
-//! and `t[j]`. The visitor who joined with ticket `t[k]` is then number
-//! `k + 1` in line, and holds the `k`-th smallest ticket of the join list.
+//! tickets in join order, the general lane's then the priority lane's, and
+//! each lane is dealt out on its own with the same seed. For one lane's
+//! entries `t[0..n]`: start with `x = seed`; for `i` from `n - 1` down to
+//! 1, set `x = x * 48271 mod 2147483647` and `j = x mod (i + 1)`, and swap
+//! `t[i]` and `t[j]`. The visitor who joined that lane with ticket `t[k]`
+//! is then number `k + 1` in it, and holds the lane's `k`-th smallest
+//! ticket.
 
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -75,8 +77,17 @@ pub struct Revealed {
     pub salt: String,
     /// When the room opened and shuffled its pre-queue.
     pub shuffled_at: Millis,
-    /// Entries of the join list (the pre-queue at that moment).
-    pub joins: u64,
+    /// Entries of the join list (the pre-queue at that moment) of each
+    /// lane: the general lane's come first.
+    pub general: u64,
+    pub priority: u64,
+}
+
+impl Revealed {
+    /// Entries of the join list.
+    pub fn joins(&self) -> u64 {
+        self.general + self.priority
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! stream takes the connection over until it ends. Every wait is bounded,
 //! whichever request of the connection it is.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +18,7 @@ use tower::ServiceExt as _;
 
 use super::body::{self, MAX_BODY};
 use super::head::{self, BodyLength, RequestHead};
+use crate::broker::client_address::Peer;
 use crate::broker::error::ApiError;
 use crate::broker::events::StreamHandoff;
 use crate::metrics::Metrics;
@@ -44,14 +46,17 @@ pub struct Connection<S> {
     buffer: Vec<u8>,
     /// [`WRITE_TIMEOUT`], shorter in tests.
     write_timeout: Duration,
+    /// The client's end of the connection, given to every request.
+    peer: Option<Peer>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    pub fn new(io: S) -> Self {
+    pub fn new(io: S, peer: Option<SocketAddr>) -> Self {
         Connection {
             io,
             buffer: Vec::new(),
             write_timeout: WRITE_TIMEOUT,
+            peer: peer.map(Peer),
         }
     }
 
@@ -89,7 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let keep_alive = head.keep_alive;
             let mut response = router
                 .clone()
-                .oneshot(request(head, body))
+                .oneshot(request(head, body, self.peer))
                 .await
                 .unwrap_or_else(|never| match never {});
             if let Some(stream) = response.extensions_mut().remove::<StreamHandoff>() {
@@ -267,8 +272,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-fn request(head: RequestHead, body: Bytes) -> Request {
+fn request(head: RequestHead, body: Bytes, peer: Option<Peer>) -> Request {
     let mut request = Request::new(Body::from(body));
+    if let Some(peer) = peer {
+        request.extensions_mut().insert(peer);
+    }
     *request.method_mut() = head.method;
     *request.uri_mut() = head.uri;
     *request.version_mut() = head.version;
@@ -325,7 +333,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
         let (server, _client) = tokio::io::duplex(64);
-        let mut connection = Connection::new(server);
+        let mut connection = Connection::new(server, None);
         connection.write_timeout = Duration::from_millis(50);
         connection.write(&[b'x'; 64]).await.unwrap();
         let error = connection.write(&[b'x'; 1]).await.unwrap_err();

@@ -48,6 +48,9 @@ for _, sid in ipairs(gone) do
   abandoned = abandoned + 1
 end
 
+-- Addresses whose join rate has fully recovered are forgotten.
+redis.call('ZREMRANGEBYSCORE', K_ADDR_RATE, '-inf', now)
+
 -- Closed sessions are remembered for a while, then forgotten.
 -- Kept at least as long as an entry token of theirs could still be valid.
 local old = redis.call('ZRANGEBYSCORE', K_CLOSED, '-inf', now - math.max(CLOSED_RETENTION_MS, cfg.session_ms), 'LIMIT', 0, BATCH)
@@ -71,36 +74,42 @@ if cfg.opens_at > 0 and now < cfg.opens_at then
 end
 
 -- Opening: a Random room deals the pre-queue's tickets out again, once,
--- with its sealed seed, and keeps the join list: the tickets in join order.
+-- with its sealed seed, and keeps the join list: the tickets in join order,
+-- the general lane's then the priority lane's.
 if redis.call('HGET', K_META, 'opened') ~= '1' then
   redis.call('HSET', K_META, 'opened', '1')
   if cfg.mode == 'Random' then
-    local flat = redis.call('ZRANGE', K_WAITING, 0, -1, 'WITHSCORES')
-    local sids, tickets, joins = {}, {}, {}
-    for i = 1, #flat, 2 do
-      sids[#sids + 1] = flat[i]
-      tickets[#tickets + 1] = tonumber(flat[i + 1])
-      joins[#joins + 1] = flat[i + 1]
-    end
+    local seed = tonumber(redis.call('HGET', K_META, 'shuffle_seed'))
     redis.call('DEL', K_JOINS)
-    for i = 1, #joins, BATCH do
-      redis.call('RPUSH', K_JOINS, unpack(joins, i, math.min(i + BATCH - 1, #joins)))
+    -- Each lane is dealt out on its own, with the same seed.
+    for _, lane in ipairs({ { '-inf', '(' .. int(PRIORITY_BASE), 'general' }, { int(PRIORITY_BASE), '+inf', 'priority' } }) do
+      local flat = redis.call('ZRANGEBYSCORE', K_WAITING, lane[1], lane[2], 'WITHSCORES')
+      local sids, tickets, joins = {}, {}, {}
+      for i = 1, #flat, 2 do
+        sids[#sids + 1] = flat[i]
+        tickets[#tickets + 1] = tonumber(flat[i + 1])
+        joins[#joins + 1] = flat[i + 1]
+      end
+      for i = 1, #joins, BATCH do
+        redis.call('RPUSH', K_JOINS, unpack(joins, i, math.min(i + BATCH - 1, #joins)))
+      end
+      redis.call('HSET', K_META, 'shuffled_' .. lane[3], #joins)
+      -- Park-Miller generator and Fisher-Yates, exactly as queue/shuffle.rs.
+      local x = seed % 2147483647
+      if x == 0 then x = 1 end
+      for i = #sids, 2, -1 do
+        x = (x * 48271) % 2147483647
+        local j = (x % i) + 1
+        sids[i], sids[j] = sids[j], sids[i]
+      end
+      for i = 1, #sids do
+        redis.call('ZADD', K_WAITING, tickets[i], sids[i])
+        local s = load_session(sids[i])
+        s.ticket = tickets[i]
+        save_session(s)
+      end
     end
     redis.call('HSET', K_META, 'shuffled_at', int(now))
-    -- Park-Miller generator and Fisher-Yates, exactly as queue/shuffle.rs.
-    local x = tonumber(redis.call('HGET', K_META, 'shuffle_seed')) % 2147483647
-    if x == 0 then x = 1 end
-    for i = #sids, 2, -1 do
-      x = (x * 48271) % 2147483647
-      local j = (x % i) + 1
-      sids[i], sids[j] = sids[j], sids[i]
-    end
-    for i = 1, #sids do
-      redis.call('ZADD', K_WAITING, tickets[i], sids[i])
-      local s = load_session(sids[i])
-      s.ticket = tickets[i]
-      save_session(s)
-    end
   end
   emit('o')
 end
