@@ -183,14 +183,7 @@ async fn broker_reports_add_up_and_go_stale(store: &dyn Store) {
 }
 
 async fn purging_forgets_the_room(store: &dyn Store) {
-    configured(
-        store,
-        RoomConfig {
-            queueing: Queueing::Random,
-            ..config()
-        },
-    )
-    .await;
+    random_room(store).await;
     join(store, "a", T0).await;
     store.tick(T0, &seed(1)).await.unwrap();
     assert_eq!(store.joins(0, 10).await.unwrap(), [1]);
@@ -813,16 +806,27 @@ async fn random_room_shuffles_the_pre_queue_once(store: &dyn Store) {
     // Later joins queue behind, and a second opening tick does not reshuffle.
     join(store, "late", T0 + 2).await;
     store.tick(T0 + 3, &seed(4243)).await.unwrap();
-    let again: Vec<String> = store
-        .snapshot()
-        .await
-        .unwrap()
-        .waiting
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect();
+    let again: Vec<String> = waiting_sids(store).await;
     assert_eq!(&again[..20], &expected[..]);
     assert_eq!(again[20], "sid-late");
+}
+
+/// The waiting sessions' ids, in line order.
+async fn waiting_sids(store: &dyn Store) -> Vec<String> {
+    let line = store.snapshot().await.unwrap().waiting;
+    line.into_iter().map(|(sid, _)| sid).collect()
+}
+
+/// A Random room, open from the start.
+async fn random_room(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            queueing: Queueing::Random,
+            ..config()
+        },
+    )
+    .await;
 }
 
 /// A Random room opening at `T0 + MIN` with a line that does not move.
@@ -883,14 +887,7 @@ async fn a_random_room_commits_to_its_seed_and_reveals_it_after_the_shuffle(stor
     let mut order = joins.clone();
     shuffle::shuffle(&mut order, 77);
     let sid_of = |ticket: u64| before.iter().find(|(_, t)| *t == ticket).unwrap().0.clone();
-    let line: Vec<String> = store
-        .snapshot()
-        .await
-        .unwrap()
-        .waiting
-        .into_iter()
-        .map(|(sid, _)| sid)
-        .collect();
+    let line: Vec<String> = waiting_sids(store).await;
     assert_eq!(line, order.into_iter().map(sid_of).collect::<Vec<_>>());
     // Pages of the join list.
     assert_eq!(store.joins(10, 5).await.unwrap(), tickets[10..15]);
@@ -935,14 +932,7 @@ async fn rooms_of_other_modes_seal_no_seed(store: &dyn Store) {
         assert_eq!(store.fairness().await.unwrap(), None);
     }
     // A room that turns Random after it opened has nothing left to shuffle.
-    configured(
-        store,
-        RoomConfig {
-            queueing: Queueing::Random,
-            ..config()
-        },
-    )
-    .await;
+    random_room(store).await;
     store.tick(T0 + 1, &seed(5)).await.unwrap();
     assert_eq!(store.fairness().await.unwrap(), None);
 }
@@ -1435,16 +1425,7 @@ async fn an_invite_code_is_good_for_one_place(store: &dyn Store) {
 }
 
 async fn a_random_room_shuffles_each_lane_on_its_own(store: &dyn Store) {
-    configured(
-        store,
-        RoomConfig {
-            capacity: 0,
-            queueing: Queueing::Random,
-            opens_at: Some(T0 + MIN),
-            ..config()
-        },
-    )
-    .await;
+    random_room_opening_later(store).await;
     for i in 0..20 {
         let lane = if i % 2 == 0 {
             Lane::General
@@ -1478,14 +1459,7 @@ async fn a_random_room_shuffles_each_lane_on_its_own(store: &dyn Store) {
         shuffle::shuffle(&mut order, 42);
         expected.extend(order.into_iter().map(sid_of));
     }
-    let line: Vec<String> = store
-        .snapshot()
-        .await
-        .unwrap()
-        .waiting
-        .into_iter()
-        .map(|(sid, _)| sid)
-        .collect();
+    let line: Vec<String> = waiting_sids(store).await;
     assert_eq!(line, expected);
 }
 
