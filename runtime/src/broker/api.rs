@@ -569,9 +569,9 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for ReturnTo {
 
 /// Hands an admitted visitor back to the shop: `303` to the return URL,
 /// setting the entry cookie that the gate reads, and the binding cookie of
-/// a bound token. The return URL is checked
-/// before the session (its extractor runs first), and nothing changes in
-/// the store: the visitor is not even marked present.
+/// a bound token. The return URL is checked before the session (its
+/// extractor runs first), and nothing changes in the store: the visitor is
+/// not even marked present.
 async fn enter(
     State(broker): Shared,
     ReturnTo(location): ReturnTo,
