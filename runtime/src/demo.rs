@@ -38,6 +38,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             max_session_duration_ms: 0,
             message: String::new(),
             revision: 0,
+            proof_of_work_bits: args.proof_of_work,
         },
     );
     rules.ensure().await?;
@@ -57,6 +58,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         return_origins: Default::default(),
         entry_cookie: Default::default(),
         waiting_page: Default::default(),
+        human_check: None,
     };
     let broker = Broker::new(
         DEMO_ROOM.into(),

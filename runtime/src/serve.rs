@@ -8,8 +8,10 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::auth::{JwtSettings, UserAuth};
-use crate::broker::{Broker, BrokerSettings, CheckoutKey};
-use crate::config::{BrokerArgs, DispatcherArgs, RoomArgs, StoreArgs, UserAuthArgs};
+use crate::broker::{Broker, BrokerSettings, CheckoutKey, HumanCheck};
+use crate::config::{
+    BrokerArgs, DispatcherArgs, HumanCheckArgs, RoomArgs, StoreArgs, UserAuthArgs,
+};
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
 use crate::queue::{RedisStore, Store};
@@ -105,6 +107,15 @@ fn user_auth(args: &UserAuthArgs, signer: &EntryTokenSigner) -> anyhow::Result<U
     })?)
 }
 
+fn human_check(args: HumanCheckArgs) -> anyhow::Result<Option<HumanCheck>> {
+    let (Some(url), Some(secret)) = (args.human_check_url, args.human_check_secret) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        HumanCheck::new(url, secret).context("cannot set up the human check's client")?,
+    ))
+}
+
 pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     let mut signer = EntryTokenSigner::from_file(&args.token_key)?;
     for path in &args.token_retired_keys {
@@ -133,6 +144,7 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         return_origins: args.round_trip.return_origins,
         entry_cookie: args.round_trip.cookie_domain,
         waiting_page: args.round_trip.waiting_page,
+        human_check: human_check(args.human_check)?,
     };
     let metrics = Arc::new(Metrics::default());
     let visitors = listen(args.listen)?;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::Broker;
 use super::error::{ApiError, ErrorCode};
 use super::events::StreamHandoff;
+use super::join_body::JoinBody;
 use crate::auth::{self, SESSION_COOKIE, random_id};
 use crate::clock::{now_ms, rfc3339};
 use crate::queue::{SessionState, SessionView};
@@ -31,6 +32,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/", get(move || async move { page }))
         .route("/v1/rooms/{room}", get(room_stats))
         .route("/v1/rooms/{room}/queue", post(join))
+        .route("/v1/rooms/{room}/challenge", get(super::bots::challenge))
         .route("/v1/rooms/{room}/gate", any(super::gate::check))
         .route(
             "/v1/rooms/{room}/gate/redirect",
@@ -256,35 +258,6 @@ pub(super) fn declares_json(headers: &HeaderMap) -> Option<bool> {
     })
 }
 
-/// A join's body is empty or JSON. A declared type other than JSON is
-/// refused even with an empty body: browsers send one with every
-/// cross-site form, and a form must not be able to take a place in line.
-fn check_join_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-    let declared_json = declares_json(headers);
-    let empty = body.iter().all(u8::is_ascii_whitespace);
-    match declared_json {
-        Some(true) => {}
-        None if empty => {}
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "a join carries no body, or a JSON object with Content-Type: application/json",
-            ));
-        }
-    }
-    let is_object =
-        empty || serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
-    if !is_object {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body must be empty or a JSON object",
-        ));
-    }
-    Ok(())
-}
-
 /// Whether the visitor reached the first proxy over HTTPS. Proxies append
 /// to `X-Forwarded-Proto` and `Forwarded`, so the first entry is the one
 /// the visitor's own connection used.
@@ -314,13 +287,18 @@ async fn join(
     State(broker): Shared,
     ServedRoom(room): ServedRoom,
     headers: HeaderMap,
+    PeerAddr(peer): PeerAddr,
     body: Bytes,
 ) -> ApiResult {
-    check_join_body(&headers, &body)?;
+    let body = JoinBody::parse(&headers, &body)?;
     let identity = broker.users.identify(
         header_text(&headers, header::AUTHORIZATION),
         header_text(&headers, header::COOKIE),
     )?;
+    // The visitor's address is the TCP peer's for now.
+    broker
+        .check_newcomer(&room, &identity.user, &headers, &body, peer)
+        .await?;
     let outcome = broker
         .store
         .join(&identity.user, &random_id(), now_ms())
@@ -396,6 +374,25 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for ServedRoom {
         let room = params.remove("room").unwrap_or_default();
         broker.check_room(&room)?;
         Ok(ServedRoom(room))
+    }
+}
+
+/// The address of the TCP peer that sent the request, when known.
+pub(super) struct PeerAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::IpAddr>>()
+                .map(|info| info.0),
+        ))
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod api;
 pub use self::api::valid_room_id;
+mod bots;
 mod checkout;
 pub use self::checkout::{CheckoutKey, CheckoutKeyError};
 mod entry_cookie;
@@ -15,6 +16,9 @@ mod fanout;
 mod gate;
 mod health;
 mod http;
+mod human_check;
+pub use self::human_check::HumanCheck;
+mod join_body;
 mod line;
 mod redirect;
 pub use self::redirect::WaitingPage;
@@ -24,6 +28,7 @@ mod sse;
 mod tasks;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU16;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -35,6 +40,7 @@ use self::sse::{AdmittedData, Frame, MessageData};
 use crate::auth::{SessionTokens, UserAuth};
 use crate::clock::{now_ms, rfc3339};
 use crate::metrics::{EventKind, Metrics};
+use crate::pow::Challenges;
 use crate::queue::{Millis, QueueError, RoomConfig, SessionState, SessionView, Store};
 use crate::rules::RoomRules;
 use crate::supervisor::Supervisor;
@@ -61,6 +67,8 @@ pub struct BrokerSettings {
     pub entry_cookie: EntryCookie,
     /// Where the gate's redirect form sends refused visitors.
     pub waiting_page: WaitingPage,
+    /// The human check newcomers pass before joining, if any.
+    pub human_check: Option<HumanCheck>,
 }
 
 /// The room's current message and its encoded event.
@@ -106,6 +114,10 @@ pub struct Broker {
     supervisor: Supervisor,
     /// Turns true when the broker stops: streams end so clients reconnect elsewhere.
     shutdown: watch::Receiver<bool>,
+    /// Issues and checks newcomers' proof-of-work challenges.
+    challenges: Challenges,
+    /// The room's proof-of-work difficulty as last read from its rules.
+    proof_of_work_bits: AtomicU16,
 }
 
 impl Broker {
@@ -119,6 +131,7 @@ impl Broker {
         supervisor: &Supervisor,
     ) -> Arc<Self> {
         let session_tokens = SessionTokens::new(signer.mac_keys("session-token"));
+        let challenges = Challenges::new(signer.mac_keys("proof-of-work"));
         let gate = gate::Gate::new(signer.verifier(&room, &settings.issuer, TokenTimes::Checked));
         Arc::new(Broker {
             room,
@@ -135,6 +148,8 @@ impl Broker {
             announcement: watch::Sender::new(Announcement::none()),
             supervisor: supervisor.clone(),
             shutdown: supervisor.shutdown(),
+            challenges,
+            proof_of_work_bits: AtomicU16::new(bots::BITS_UNKNOWN),
         })
     }
 
@@ -170,6 +185,8 @@ impl Broker {
                 frame,
             });
         }
+        self.proof_of_work_bits
+            .store(config.proof_of_work_bits.into(), Relaxed);
         self.fanout.set_config(config);
     }
 

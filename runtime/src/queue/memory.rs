@@ -1,7 +1,7 @@
 //! The in-memory store: the same semantics as the Redis scripts, in one
 //! process. Used by `usher demo` and the fast tests.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -51,6 +51,9 @@ struct Room {
     brokers: HashMap<String, (u64, Millis)>,
     /// The room was purged since it was last configured.
     purged: bool,
+    /// Spent proof-of-work challenges, and the same by expiry to forget them.
+    spent_proofs: HashSet<String>,
+    spent_proofs_expiry: BTreeSet<(Millis, String)>,
 }
 
 impl MemoryStore {
@@ -485,6 +488,21 @@ impl Room {
         }
         self.view(sid)
     }
+
+    /// Like `lua/spend_proof.lua`.
+    fn spend_proof(&mut self, id: &str, expires_at: Millis, now: Millis) -> bool {
+        while let Some((at, _)) = self.spent_proofs_expiry.first()
+            && *at <= now
+            && let Some((_, expired)) = self.spent_proofs_expiry.pop_first()
+        {
+            self.spent_proofs.remove(&expired);
+        }
+        if !self.spent_proofs.insert(id.to_owned()) {
+            return false;
+        }
+        self.spent_proofs_expiry.insert((expires_at, id.to_owned()));
+        true
+    }
 }
 
 #[async_trait]
@@ -651,6 +669,10 @@ impl Store for MemoryStore {
             }
         });
         Ok(())
+    }
+
+    async fn spend_proof(&self, id: &str, expires_at: Millis, now: Millis) -> Result<bool> {
+        Ok(self.with_room(|r| r.spend_proof(id, expires_at, now)))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -27,7 +27,7 @@ const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The keys every script receives, in the order `lua/common.lua` names them.
-const SCRIPT_KEYS: [&str; 12] = [
+const SCRIPT_KEYS: [&str; 13] = [
     "cfg",
     "meta",
     "users",
@@ -40,6 +40,7 @@ const SCRIPT_KEYS: [&str; 12] = [
     "events",
     "purged",
     "unclaimed",
+    "proofs",
 ];
 /// How long a purged room's mark stops its leftover processes from
 /// restoring its rules.
@@ -58,6 +59,7 @@ struct Scripts {
     tick: Script,
     counts: Script,
     snapshot: Script,
+    spend_proof: Script,
 }
 
 impl Scripts {
@@ -76,6 +78,7 @@ impl Scripts {
             tick: with_common(include_str!("lua/tick.lua")),
             counts: with_common(include_str!("lua/counts.lua")),
             snapshot: with_common(include_str!("lua/snapshot.lua")),
+            spend_proof: with_common(include_str!("lua/spend_proof.lua")),
         }
     }
 }
@@ -297,6 +300,7 @@ impl RedisStore {
             c.message.clone(),
             c.revision.to_string(),
             mode.to_owned(),
+            c.proof_of_work_bits.to_string(),
         ];
         let reply = self.run(&self.scripts.configure, &args).await?;
         check_status(&reply)?;
@@ -358,6 +362,11 @@ impl Store for RedisStore {
                 .map_or(Ok(0), |_| num("max_session_ms"))?,
             message: map.get("message").cloned().unwrap_or_default(),
             revision: num("revision")? as u64,
+            proof_of_work_bits: map
+                .get("pow_bits")
+                .map_or(Ok(0), |_| num("pow_bits"))?
+                .clamp(0, i64::from(crate::pow::MAX_DIFFICULTY))
+                as u8,
         }))
     }
 
@@ -556,6 +565,13 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn spend_proof(&self, id: &str, expires_at: Millis, now: Millis) -> Result<bool> {
+        let args = [now.to_string(), id.to_owned(), expires_at.to_string()];
+        let reply = self.run(&self.scripts.spend_proof, &args).await?;
+        check_status(&reply)?;
+        Ok(field::<i64>(&reply, 1)? == 1)
     }
 
     fn commands_sent(&self) -> u64 {

@@ -3,11 +3,12 @@
 //! stream takes the connection over until it ends. Every wait is bounded,
 //! whichever request of the connection it is.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -44,6 +45,8 @@ pub struct Connection<S> {
     buffer: Vec<u8>,
     /// [`WRITE_TIMEOUT`], shorter in tests.
     write_timeout: Duration,
+    /// The peer's address, given to every request as `ConnectInfo<IpAddr>`.
+    peer: Option<IpAddr>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -52,7 +55,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             io,
             buffer: Vec::new(),
             write_timeout: WRITE_TIMEOUT,
+            peer: None,
         }
+    }
+
+    /// Tells requests that they come from `peer`.
+    pub fn with_peer(mut self, peer: Option<IpAddr>) -> Self {
+        self.peer = peer;
+        self
     }
 
     /// Serves requests until the connection ends. Returns the connection
@@ -89,7 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let keep_alive = head.keep_alive;
             let mut response = router
                 .clone()
-                .oneshot(request(head, body))
+                .oneshot(request(head, body, self.peer))
                 .await
                 .unwrap_or_else(|never| match never {});
             if let Some(stream) = response.extensions_mut().remove::<StreamHandoff>() {
@@ -267,12 +277,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-fn request(head: RequestHead, body: Bytes) -> Request {
+fn request(head: RequestHead, body: Bytes, peer: Option<IpAddr>) -> Request {
     let mut request = Request::new(Body::from(body));
     *request.method_mut() = head.method;
     *request.uri_mut() = head.uri;
     *request.version_mut() = head.version;
     *request.headers_mut() = head.headers;
+    if let Some(peer) = peer {
+        request.extensions_mut().insert(ConnectInfo(peer));
+    }
     request
 }
 

@@ -81,7 +81,9 @@ async fn handle(
     detect_dead_peers(&stream);
     // Boxed, so a held stream does not keep the request phase's memory:
     // its state lives in this task's future only until it is done.
-    let served = Box::pin(Connection::new(stream).serve(&router, &metrics, shutdown)).await;
+    let peer = stream.peer_addr().ok().map(|addr| addr.ip());
+    let connection = Connection::new(stream).with_peer(peer);
+    let served = Box::pin(connection.serve(&router, &metrics, shutdown)).await;
     drop((router, metrics));
     if let Some((connection, head, handoff)) = served
         && let Some(feed) = handoff.take()

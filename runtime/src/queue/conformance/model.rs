@@ -374,6 +374,7 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         max_session_duration_ms: if seed.is_multiple_of(2) { 150_000 } else { 0 },
         message: String::new(),
         revision: 0,
+        proof_of_work_bits: 0,
     };
     store.configure(&base).await.unwrap();
     let mut model = Model {
