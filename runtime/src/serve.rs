@@ -111,9 +111,9 @@ fn human_check(args: HumanCheckArgs) -> anyhow::Result<Option<HumanCheck>> {
     let (Some(url), Some(secret)) = (args.human_check_url, args.human_check_secret) else {
         return Ok(None);
     };
-    Ok(Some(
-        HumanCheck::new(url, secret).context("cannot set up the human check's client")?,
-    ))
+    Ok(Some(HumanCheck::new(url, secret).context(
+        "cannot read the root certificates for the human check",
+    )?))
 }
 
 pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {

@@ -29,6 +29,7 @@ fn rules(capacity: u64, paused: bool, message: &str, revision: u64) -> RoomConfi
         max_session_duration_ms: 0,
         message: message.into(),
         revision,
+        proof_of_work_bits: 0,
     }
 }
 

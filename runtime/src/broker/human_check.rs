@@ -7,6 +7,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::http::{Method, Request, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 /// The longest the verifier may take to answer.
@@ -14,6 +21,8 @@ pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest token passed on (providers' tokens are a few hundred bytes
 /// to 2 KiB).
 pub const MAX_TOKEN_BYTES: usize = 4096;
+/// The most of the verifier's answer that is read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HumanCheckError {
@@ -28,7 +37,7 @@ pub enum HumanCheckError {
 pub struct HumanCheck {
     url: url::Url,
     secret: String,
-    client: reqwest::Client,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl fmt::Debug for HumanCheck {
@@ -45,28 +54,45 @@ struct Verdict {
 }
 
 impl HumanCheck {
-    pub fn new(url: url::Url, secret: String) -> Result<Self, reqwest::Error> {
-        // TLS on ring, like the rest of the workspace; a provider installed
-        // before stays (the call then fails harmlessly).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(VERIFY_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+    /// Fails only when the system's root certificates cannot be read.
+    pub fn new(url: url::Url, secret: String) -> std::io::Result<Self> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .build();
         Ok(HumanCheck {
             url,
             secret,
-            client,
+            client: Client::builder(TokioExecutor::new()).build(connector),
         })
     }
 
-    /// Asks the verifier whether `token` shows a human. `remote_ip` is the
-    /// visitor's address, passed on when known.
+    /// Asks the verifier whether `token` shows a human, within
+    /// [`VERIFY_TIMEOUT`]. `remote_ip` is the visitor's address, passed on
+    /// when known.
     pub async fn verify(
         &self,
         token: &str,
         remote_ip: Option<IpAddr>,
     ) -> Result<(), HumanCheckError> {
+        let verdict = tokio::time::timeout(VERIFY_TIMEOUT, self.ask(token, remote_ip))
+            .await
+            .map_err(|_| {
+                HumanCheckError::Unavailable("the verifier did not answer in time".into())
+            })?
+            .map_err(HumanCheckError::Unavailable)?;
+        if verdict.success {
+            Ok(())
+        } else {
+            Err(HumanCheckError::Failed)
+        }
+    }
+
+    /// One `siteverify` exchange; `Err` says why it gave no verdict.
+    async fn ask(&self, token: &str, remote_ip: Option<IpAddr>) -> Result<Verdict, String> {
+        // Built apart: the serializer is not `Send`, and must not live
+        // across an await.
         let form = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             form.append_pair("secret", &self.secret)
@@ -76,33 +102,29 @@ impl HumanCheck {
             }
             form.finish()
         };
-        let unavailable = |e: &dyn fmt::Display| HumanCheckError::Unavailable(e.to_string());
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.as_str())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|e| e.to_string())?;
         let response = self
             .client
-            .post(self.url.clone())
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(form)
-            .send()
+            .request(request)
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| format!("cannot reach the verifier: {e}"))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(unavailable(&format!("the verifier answered {status}")));
+            return Err(format!("the verifier answered {status}"));
         }
-        let body = response.bytes().await.map_err(|e| unavailable(&e))?;
-        let verdict: Verdict = serde_json::from_slice(&body).map_err(|e| {
-            unavailable(&format!(
-                "the verifier's answer is not siteverify JSON: {e}"
-            ))
-        })?;
-        if verdict.success {
-            Ok(())
-        } else {
-            Err(HumanCheckError::Failed)
-        }
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("cannot read the verifier's answer: {e}"))?
+            .to_bytes();
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("the verifier's answer is not siteverify JSON: {e}"))
     }
 }
 

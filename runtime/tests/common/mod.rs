@@ -97,6 +97,8 @@ impl Room {
             ("USHER_REDIS_URL", redis.url()),
             ("USHER_TOKEN_KEY", key_path.display().to_string()),
             ("USHER_LOG", "warn".to_owned()),
+            // Joins here are plain HTTP; tests of the proof of work ask for it.
+            ("USHER_PROOF_OF_WORK", "0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -270,6 +272,19 @@ pub async fn join(client: &reqwest::Client, base: &str) -> Joined {
         response.status()
     );
     response.json().await.unwrap()
+}
+
+/// A join body carrying a solved proof of work for the room at `base`
+/// (`{}` when the room asks for none).
+pub async fn solved(client: &reqwest::Client, base: &str, room: &str) -> serde_json::Value {
+    let challenge = get_json(client, &format!("{base}/v1/rooms/{room}/challenge")).await;
+    let difficulty = challenge["difficulty"].as_u64().unwrap() as u8;
+    if difficulty == 0 {
+        return serde_json::json!({});
+    }
+    let text = challenge["challenge"].as_str().unwrap().to_owned();
+    let counter = usher_runtime::pow::solve(&text, difficulty);
+    serde_json::json!({"proof": {"challenge": text, "counter": counter}})
 }
 
 /// The status and code of an error answer, checked to be JSON with a message.
