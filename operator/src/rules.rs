@@ -13,10 +13,11 @@ use usher_runtime::clock::parse_rfc3339;
 use usher_runtime::config::{
     RoomArgs, parse_abandon_timeout, parse_claim_window, parse_message, parse_session_duration,
 };
+use usher_runtime::pow::{DEFAULT_DIFFICULTY, MAX_DIFFICULTY};
 use usher_runtime::queue::{self, RoomConfig};
 use usher_runtime::rules::RulesFrom;
 
-use crate::crd::{Queueing, WaitingRoom};
+use crate::crd::{Bots, Queueing, WaitingRoom};
 
 /// The runtime's default abandon timeout: the spec does not set one.
 const ABANDON_TIMEOUT: &str = "2m";
@@ -74,8 +75,28 @@ pub fn desired(room: &WaitingRoom, revision: u64) -> Result<RoomConfig, String> 
         message: parse_message(spec.message.as_deref().unwrap_or_default())
             .map_err(|e| field("message", e))?,
         config_revision: revision,
+        proof_of_work: proof_of_work(spec.bots.as_ref())?,
     };
     args.room_config()
+}
+
+/// The difficulty of the room's proof of work: the spec's, else the
+/// runtime's default.
+fn proof_of_work(bots: Option<&Bots>) -> Result<u8, String> {
+    let Some(difficulty) = bots
+        .and_then(|b| b.proof_of_work.as_ref())
+        .map(|p| p.difficulty)
+    else {
+        return Ok(DEFAULT_DIFFICULTY);
+    };
+    u8::try_from(difficulty)
+        .ok()
+        .filter(|bits| *bits <= MAX_DIFFICULTY)
+        .ok_or_else(|| {
+            format!(
+                "spec.bots.proofOfWork.difficulty: {difficulty} is not from 0 to {MAX_DIFFICULTY}"
+            )
+        })
 }
 
 /// A digest of the rules, revision aside: the operator starts a new
@@ -167,6 +188,11 @@ pub fn changes(before: &RoomConfig, after: &RoomConfig) -> Vec<String> {
         duration(before.max_session_duration_ms),
         duration(after.max_session_duration_ms),
     );
+    compare(
+        "proofOfWork",
+        format!("{} bits", before.proof_of_work_bits),
+        format!("{} bits", after.proof_of_work_bits),
+    );
     if before.message != after.message {
         out.push(if after.message.is_empty() {
             "message withdrawn".to_owned()
@@ -202,7 +228,8 @@ mod tests {
             "admissionRate": 300, "queueing": "Random", "paused": true,
             "opensAt": "2026-12-01T10:00:00Z", "closesAt": "2026-12-01T18:00:00Z",
             "message": "Doors open at 10",
-            "gate": {"claimWindow": "2m", "maxSessionDuration": "30m"}
+            "gate": {"claimWindow": "2m", "maxSessionDuration": "30m"},
+            "bots": {"proofOfWork": {"difficulty": 24}}
         }));
         let rules = desired(&room, 7).unwrap();
         assert_eq!(
@@ -220,8 +247,14 @@ mod tests {
                 max_session_duration_ms: 1_800_000,
                 message: "Doors open at 10".into(),
                 revision: 7,
+                proof_of_work_bits: 24,
             }
         );
+        // Without a word on bots: the runtime's default; 0 turns it off.
+        let plain = desired(&concert(serde_json::json!({})), 1).unwrap();
+        assert_eq!(plain.proof_of_work_bits, DEFAULT_DIFFICULTY);
+        let off = concert(serde_json::json!({"bots": {"proofOfWork": {"difficulty": 0}}}));
+        assert_eq!(desired(&off, 1).unwrap().proof_of_work_bits, 0);
     }
 
     #[test]
@@ -244,6 +277,10 @@ mod tests {
                 "spec.message",
             ),
             (serde_json::json!({"capacity": -1}), "spec.capacity"),
+            (
+                serde_json::json!({"bots": {"proofOfWork": {"difficulty": 29}}}),
+                "spec.bots.proofOfWork.difficulty",
+            ),
         ] {
             let error = desired(&concert(spoiled.clone()), 1).unwrap_err();
             assert!(error.contains(complaint), "{spoiled}: {error}");
@@ -287,7 +324,10 @@ mod tests {
     fn changes_name_each_rule_that_moved() {
         let before = desired(&concert(serde_json::json!({})), 1).unwrap();
         let after = desired(
-            &concert(serde_json::json!({"paused": true, "capacity": 800, "message": "Hello"})),
+            &concert(serde_json::json!({
+                "paused": true, "capacity": 800, "message": "Hello",
+                "bots": {"proofOfWork": {"difficulty": 25}}
+            })),
             2,
         )
         .unwrap();
@@ -296,6 +336,7 @@ mod tests {
             [
                 "capacity: 500 -> 800",
                 "paused: false -> true",
+                format!("proofOfWork: {DEFAULT_DIFFICULTY} bits -> 25 bits").as_str(),
                 "message (5 characters) sent"
             ]
         );

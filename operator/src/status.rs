@@ -156,6 +156,7 @@ mod tests {
             max_session_duration_ms: 0,
             message: String::new(),
             revision: 1,
+            proof_of_work_bits: 0,
         }
     }
 

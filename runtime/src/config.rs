@@ -302,7 +302,7 @@ fn proof_of_work_bits() -> clap::builder::RangedI64ValueParser<u8> {
 }
 
 /// An `http(s)://` URL.
-fn parse_http_url(text: &str) -> Result<url::Url, String> {
+pub fn parse_http_url(text: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("{text:?} is not an http(s) URL"));

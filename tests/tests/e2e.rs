@@ -60,6 +60,8 @@ spec:
   paused: {paused}
   redis: {{url: "{redis_url}", onDelete: Delete}}
   broker: {{minReplicas: 1, maxReplicas: 6, connectionsPerReplica: 200}}
+  # The visitors here are plain HTTP clients, not browsers that solve.
+  bots: {{proofOfWork: {{difficulty: 0}}}}
 "#
     )
 }

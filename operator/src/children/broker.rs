@@ -109,6 +109,7 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
         value_from: None,
     });
     env.extend(gate_env(room));
+    env.extend(env::human_check_env(room));
     RuntimeDeployment {
         role: BROKER,
         replicas: inputs.broker_replicas,
