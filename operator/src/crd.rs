@@ -97,16 +97,70 @@ pub struct WaitingRoomSpec {
     /// pause (never past capacity). Done once per `requestId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admit_next: Option<AdmitNext>,
-    /// Keeping bots out of the line: a proof of work before joining, and
-    /// an optional human check.
+    /// Defences against scripted joins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bots: Option<Bots>,
+    pub bots: Option<BotsSpec>,
+    /// A priority lane beside the general line: for holders of invite codes
+    /// (a presale) and for platform users with a given claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lanes: Option<LanesSpec>,
 }
 
-/// What a newcomer does before getting a place in line.
+/// Who waits in the priority lane, and how it is admitted.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Bots {
+pub struct LanesSpec {
+    /// Percent of admissions that go to the priority lane while both lanes
+    /// wait (either lane takes what the other cannot use). Absent or 100:
+    /// the priority lane is admitted strictly first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub priority_share: Option<i32>,
+    /// A Secret key holding invite codes, one per line: each is good for
+    /// one place in the priority lane. Codes are kept hashed in Redis and
+    /// stay spent when the list is loaded again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_codes: Option<SecretKeySelector>,
+    /// Platform users (`users: jwt`) whose token carries this claim with
+    /// one of these values join the priority lane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_claim: Option<ClaimMatch>,
+}
+
+/// A claim of the platform's JWT and the values that qualify.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimMatch {
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9_.:-]+$"))]
+    pub name: String,
+    /// Qualifying values: a string claim equal to one, or an array claim
+    /// containing one. Empty: any true or non-empty value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 128), pattern(r"^[^,]+$"))
+    )]
+    pub values: Vec<String>,
+}
+
+/// Defences against scripted joins.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BotsSpec {
+    /// Limits on the places one visitor address may take, across all
+    /// brokers. Absent: the defaults (30 new places a minute, 20 live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_address: Option<PerAddressSpec>,
+    /// Proxies (CIDRs such as `10.0.0.0/8`) whose `Forwarded` /
+    /// `X-Forwarded-For` headers name the visitor: the ingress controller's
+    /// pods. Absent: the TCP peer is the visitor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 43), pattern(CIDR)))]
+    pub trusted_proxies: Vec<String>,
+    /// IPv6 visitors are counted per network of this prefix length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 128))]
+    pub ipv6_prefix: Option<i32>,
     /// The proof of work a newcomer's browser solves before joining (the
     /// waiting page does it by itself). Asked of anonymous visitors only:
     /// with platform JWTs the platform names every visitor. Absent: the
@@ -149,6 +203,28 @@ pub struct HumanCheck {
     /// The Secret key holding the site's secret for the verifier.
     pub secret_ref: SecretKeySelector,
 }
+
+/// Per-address limits; 0 turns a limit off.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PerAddressSpec {
+    /// New places one address may take per minute: a burst of that many,
+    /// then evenly spread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub joins_per_minute: Option<i32>,
+    /// Live (waiting or admitted) places one address may hold at once.
+    /// Raise it for visitors behind a shared address (a campus, a
+    /// carrier's NAT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub live_sessions: Option<i32>,
+}
+
+/// An IPv4 or IPv6 address with an optional prefix length, as the runtime
+/// reads `USHER_TRUSTED_PROXIES` (which checks the numbers themselves).
+const CIDR: &str =
+    r"^([0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*(/[0-9]{1,3})?)$";
 
 /// A one-time request to admit the front of the line now.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -609,7 +685,8 @@ mod tests {
         assert_eq!(difficulty["minimum"], 0);
         assert_eq!(difficulty["maximum"], MAX_DIFFICULTY);
         assert_eq!(difficulty["default"], DEFAULT_DIFFICULTY);
-        let bots: Bots = serde_json::from_value(serde_json::json!({"proofOfWork": {}})).unwrap();
+        let bots: BotsSpec =
+            serde_json::from_value(serde_json::json!({"proofOfWork": {}})).unwrap();
         assert_eq!(
             bots.proof_of_work.map(|p| p.difficulty),
             Some(i32::from(DEFAULT_DIFFICULTY))

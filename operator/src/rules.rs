@@ -11,13 +11,14 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use usher_runtime::clock::parse_rfc3339;
 use usher_runtime::config::{
-    RoomArgs, parse_abandon_timeout, parse_claim_window, parse_message, parse_session_duration,
+    DEFAULT_JOINS_PER_ADDRESS, DEFAULT_SESSIONS_PER_ADDRESS, RoomArgs, parse_abandon_timeout,
+    parse_claim_window, parse_message, parse_session_duration,
 };
-use usher_runtime::pow::{DEFAULT_DIFFICULTY, MAX_DIFFICULTY};
+use usher_runtime::pow::DEFAULT_DIFFICULTY;
 use usher_runtime::queue::{self, RoomConfig};
 use usher_runtime::rules::RulesFrom;
 
-use crate::crd::{Bots, Queueing, WaitingRoom};
+use crate::crd::{Queueing, WaitingRoom};
 
 /// The runtime's default abandon timeout: the spec does not set one.
 const ABANDON_TIMEOUT: &str = "2m";
@@ -45,11 +46,23 @@ fn optional<T>(
         .map_err(|e| format!("spec.{name}: {e}"))
 }
 
+/// A per-address limit: the runtime's default when unset.
+fn per_address_limit(name: &str, value: Option<i32>, default: u64) -> Result<u64, String> {
+    value.map_or(Ok(default), |v| {
+        u64::try_from(v).map_err(|e| format!("spec.{name}: {e}"))
+    })
+}
+
 /// The rules `room` asks for, at `revision`; or why they are not valid
 /// (the API server's validation should have refused such a spec already).
 pub fn desired(room: &WaitingRoom, revision: u64) -> Result<RoomConfig, String> {
     let spec = &room.spec;
     let gate = spec.gate.clone().unwrap_or_default();
+    let per_address = spec
+        .bots
+        .as_ref()
+        .and_then(|bots| bots.per_address.clone())
+        .unwrap_or_default();
     let field = |name: &str, e: String| format!("spec.{name}: {e}");
     let args = RoomArgs {
         rules_from: RulesFrom::Store,
@@ -74,29 +87,31 @@ pub fn desired(room: &WaitingRoom, revision: u64) -> Result<RoomConfig, String> 
         )?,
         message: parse_message(spec.message.as_deref().unwrap_or_default())
             .map_err(|e| field("message", e))?,
+        joins_per_address: per_address_limit(
+            "bots.perAddress.joinsPerMinute",
+            per_address.joins_per_minute,
+            DEFAULT_JOINS_PER_ADDRESS,
+        )?,
+        sessions_per_address: per_address_limit(
+            "bots.perAddress.liveSessions",
+            per_address.live_sessions,
+            DEFAULT_SESSIONS_PER_ADDRESS,
+        )?,
+        priority_share: spec
+            .lanes
+            .as_ref()
+            .and_then(|lanes| lanes.priority_share)
+            .map_or(Ok(100), u8::try_from)
+            .map_err(|e| field("lanes.priorityShare", e.to_string()))?,
         config_revision: revision,
-        proof_of_work: proof_of_work(spec.bots.as_ref())?,
+        proof_of_work: spec
+            .bots
+            .as_ref()
+            .and_then(|bots| bots.proof_of_work.as_ref())
+            .map_or(Ok(DEFAULT_DIFFICULTY), |pow| u8::try_from(pow.difficulty))
+            .map_err(|e| field("bots.proofOfWork.difficulty", e.to_string()))?,
     };
     args.room_config()
-}
-
-/// The difficulty of the room's proof of work: the spec's, else the
-/// runtime's default.
-fn proof_of_work(bots: Option<&Bots>) -> Result<u8, String> {
-    let Some(difficulty) = bots
-        .and_then(|b| b.proof_of_work.as_ref())
-        .map(|p| p.difficulty)
-    else {
-        return Ok(DEFAULT_DIFFICULTY);
-    };
-    u8::try_from(difficulty)
-        .ok()
-        .filter(|bits| *bits <= MAX_DIFFICULTY)
-        .ok_or_else(|| {
-            format!(
-                "spec.bots.proofOfWork.difficulty: {difficulty} is not from 0 to {MAX_DIFFICULTY}"
-            )
-        })
 }
 
 /// A digest of the rules, revision aside: the operator starts a new
@@ -229,7 +244,10 @@ mod tests {
             "opensAt": "2026-12-01T10:00:00Z", "closesAt": "2026-12-01T18:00:00Z",
             "message": "Doors open at 10",
             "gate": {"claimWindow": "2m", "maxSessionDuration": "30m"},
-            "bots": {"proofOfWork": {"difficulty": 24}}
+            "bots": {
+                "perAddress": {"joinsPerMinute": 0, "liveSessions": 4},
+                "proofOfWork": {"difficulty": 24}
+            }
         }));
         let rules = desired(&room, 7).unwrap();
         assert_eq!(
@@ -246,6 +264,9 @@ mod tests {
                 claim_window_ms: 120_000,
                 max_session_duration_ms: 1_800_000,
                 message: "Doors open at 10".into(),
+                joins_per_address_per_minute: 0,
+                sessions_per_address: 4,
+                priority_share: 100,
                 revision: 7,
                 proof_of_work_bits: 24,
             }
@@ -278,7 +299,15 @@ mod tests {
             ),
             (serde_json::json!({"capacity": -1}), "spec.capacity"),
             (
+                serde_json::json!({"bots": {"perAddress": {"liveSessions": -1}}}),
+                "spec.bots.perAddress.liveSessions",
+            ),
+            (
                 serde_json::json!({"bots": {"proofOfWork": {"difficulty": 29}}}),
+                "proofOfWork.difficulty must be at most 28",
+            ),
+            (
+                serde_json::json!({"bots": {"proofOfWork": {"difficulty": -1}}}),
                 "spec.bots.proofOfWork.difficulty",
             ),
         ] {

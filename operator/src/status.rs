@@ -155,6 +155,9 @@ mod tests {
             claim_window_ms: 0,
             max_session_duration_ms: 0,
             message: String::new(),
+            joins_per_address_per_minute: 0,
+            sessions_per_address: 0,
+            priority_share: 100,
             revision: 1,
             proof_of_work_bits: 0,
         }

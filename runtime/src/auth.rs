@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-pub use self::jwt::{JwtSettings, PlatformJwt};
+pub use self::jwt::{JwtSettings, PlatformJwt, PlatformUser, PriorityClaim};
 
 /// The cookie that carries an anonymous user's id.
 pub const USER_COOKIE: &str = "usher_user";
@@ -150,6 +150,8 @@ impl SessionTokens {
 pub struct Identity {
     pub user: String,
     pub set_cookie: Option<String>,
+    /// The platform's token qualifies the user for the priority lane.
+    pub priority: bool,
 }
 
 /// How the broker tells users apart.
@@ -181,6 +183,7 @@ impl UserAuth {
                     Some(id) => Identity {
                         user: format!("anon:{id}"),
                         set_cookie: None,
+                        priority: false,
                     },
                     None => {
                         let id = random_id();
@@ -190,15 +193,18 @@ impl UserAuth {
                             set_cookie: Some(format!(
                                 "{USER_COOKIE}={value}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax"
                             )),
+                            priority: false,
                         }
                     }
                 })
             }
             UserAuth::Jwt(platform) => {
                 let token = bearer(authorization).ok_or(AuthError::MissingUserToken)?;
+                let PlatformUser { sub, priority } = platform.user(token)?;
                 Ok(Identity {
-                    user: platform.user(token)?,
+                    user: sub,
                     set_cookie: None,
+                    priority,
                 })
             }
         }
@@ -300,6 +306,7 @@ mod tests {
             key: "s3cret",
             issuer: Some("shop"),
             audience: None,
+            priority_claim: None,
         })
         .unwrap();
         let make = |iss: &str, exp: i64, key: &str| {

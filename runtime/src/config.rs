@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::broker::{EntryCookie, ReturnOrigins, WaitingPage};
+use crate::auth::PriorityClaim;
+use crate::broker::{AddressPolicy, EntryCookie, ReturnOrigins, TrustedProxies, WaitingPage};
 use crate::clock::parse_rfc3339;
 use crate::pow::{DEFAULT_DIFFICULTY, MAX_DIFFICULTY};
 use crate::queue::{Queueing, RoomConfig};
@@ -87,6 +88,20 @@ pub struct RoomArgs {
     /// Shown to everyone waiting (up to 500 characters); empty = none.
     #[arg(long, env = "USHER_MESSAGE", default_value = "", hide_default_value = true, value_parser = parse_message)]
     pub message: String,
+    /// Most new places one visitor address (an IPv4 address, an IPv6 /64)
+    /// may take per minute, across all brokers: a burst of that many, then
+    /// evenly spread; 0 = unlimited.
+    #[arg(long, env = "USHER_JOINS_PER_ADDRESS", default_value_t = DEFAULT_JOINS_PER_ADDRESS)]
+    pub joins_per_address: u64,
+    /// Most live (waiting or admitted) places one visitor address may hold
+    /// at once, across all brokers; 0 = unlimited. Raise it for visitors
+    /// behind a shared address (a campus, a carrier's NAT).
+    #[arg(long, env = "USHER_SESSIONS_PER_ADDRESS", default_value_t = DEFAULT_SESSIONS_PER_ADDRESS)]
+    pub sessions_per_address: u64,
+    /// Percent of admissions that go to the priority lane while both lanes
+    /// wait; 100 = the priority lane is admitted strictly first.
+    #[arg(long, env = "USHER_PRIORITY_SHARE", default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub priority_share: u8,
     /// Orders configurations: a process never replaces the room's rules with
     /// ones of a lower revision (an old pod restarting during a rollout).
     #[arg(long, env = "USHER_CONFIG_REVISION", default_value_t = 0)]
@@ -111,6 +126,11 @@ impl RoomArgs {
         {
             return Err("maxSessionDuration must be at least sessionDuration".into());
         }
+        if self.proof_of_work > MAX_DIFFICULTY {
+            return Err(format!(
+                "proofOfWork.difficulty must be at most {MAX_DIFFICULTY} bits"
+            ));
+        }
         Ok(RoomConfig {
             capacity: self.capacity,
             admission_rate: self.admission_rate,
@@ -125,6 +145,9 @@ impl RoomArgs {
                 .max_session_duration
                 .map_or(0, |d| d.as_millis() as i64),
             message: self.message.clone(),
+            joins_per_address_per_minute: self.joins_per_address,
+            sessions_per_address: self.sessions_per_address,
+            priority_share: self.priority_share,
             revision: self.config_revision,
             proof_of_work_bits: self.proof_of_work,
         })
@@ -169,6 +192,11 @@ pub struct UserAuthArgs {
     /// Required `aud` of platform JWTs, if set.
     #[arg(long, env = "USHER_USER_JWT_AUDIENCE")]
     pub user_jwt_audience: Option<String>,
+    /// Platform users whose token carries this claim join the priority
+    /// lane: `name=value1,value2` (a string equal to one, or an array
+    /// holding one) or `name` (any true or non-empty value).
+    #[arg(long, env = "USHER_PRIORITY_CLAIM", value_parser = PriorityClaim::parse)]
+    pub priority_claim: Option<PriorityClaim>,
 }
 
 /// An optional human check (a CAPTCHA such as Turnstile, hCaptcha or
@@ -220,6 +248,28 @@ pub struct ReturnArgs {
     pub waiting_page: WaitingPage,
 }
 
+/// How the broker finds the visitor's address behind proxies.
+#[derive(Args, Debug, Clone)]
+pub struct AddressArgs {
+    /// Proxies (comma-separated CIDRs, such as `10.0.0.0/8`) whose
+    /// `Forwarded` / `X-Forwarded-For` headers name the visitor; empty =
+    /// none, the TCP peer is the visitor.
+    #[arg(long, env = "USHER_TRUSTED_PROXIES", default_value = "", hide_default_value = true, value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: TrustedProxies,
+    /// IPv6 visitors are counted per network of this prefix length.
+    #[arg(long, env = "USHER_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix: u8,
+}
+
+impl AddressArgs {
+    pub fn policy(&self) -> AddressPolicy {
+        AddressPolicy {
+            trusted_proxies: self.trusted_proxies.clone(),
+            ipv6_prefix: self.ipv6_prefix,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct BrokerArgs {
     #[command(flatten)]
@@ -232,6 +282,8 @@ pub struct BrokerArgs {
     pub streams: StreamArgs,
     #[command(flatten)]
     pub round_trip: ReturnArgs,
+    #[command(flatten)]
+    pub addresses: AddressArgs,
     #[command(flatten)]
     pub human_check: HumanCheckArgs,
     /// Address to serve visitors (HTTP/SSE) and the probes on.
@@ -255,6 +307,10 @@ pub struct BrokerArgs {
     /// checkout API off.
     #[arg(long, env = "USHER_CHECKOUT_KEY")]
     pub checkout_key: Option<String>,
+    /// File of invite codes for the priority lane, one per line, each good
+    /// for one place; loaded at start (codes redeemed before stay spent).
+    #[arg(long, env = "USHER_INVITE_CODES")]
+    pub invite_codes: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -326,6 +382,11 @@ pub const MIN_ABANDON_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MIN_CLAIM_WINDOW: Duration = Duration::from_secs(1);
 /// Longest claim window: past it, a no-show holds the slot too long to matter.
 pub const MAX_CLAIM_WINDOW: Duration = Duration::from_secs(3600);
+
+/// New places one address may take per minute, unless configured.
+pub const DEFAULT_JOINS_PER_ADDRESS: u64 = 30;
+/// Live places one address may hold, unless configured.
+pub const DEFAULT_SESSIONS_PER_ADDRESS: u64 = 20;
 
 /// The longest message to everyone waiting, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 500;

@@ -9,10 +9,10 @@ use rand::Rng;
 use crate::auth::{UserAuth, random_id};
 use crate::broker::{Broker, BrokerSettings};
 use crate::clock::now_ms;
-use crate::config::DemoArgs;
+use crate::config::{DEFAULT_JOINS_PER_ADDRESS, DEFAULT_SESSIONS_PER_ADDRESS, DemoArgs};
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
-use crate::queue::{MemoryStore, Queueing, RoomConfig, SessionState, Store};
+use crate::queue::{JoinRequest, MemoryStore, Queueing, RoomConfig, SessionState, Store};
 use crate::rules::RoomRules;
 use crate::serve::{listen, spawn_metrics_server};
 use crate::supervisor::Supervisor;
@@ -37,6 +37,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             claim_window_ms: 0,
             max_session_duration_ms: 0,
             message: String::new(),
+            joins_per_address_per_minute: DEFAULT_JOINS_PER_ADDRESS,
+            sessions_per_address: DEFAULT_SESSIONS_PER_ADDRESS,
+            priority_share: 100,
             revision: 0,
             proof_of_work_bits: args.proof_of_work,
         },
@@ -58,6 +61,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         return_origins: Default::default(),
         entry_cookie: Default::default(),
         waiting_page: Default::default(),
+        addresses: Default::default(),
         human_check: None,
     };
     let broker = Broker::new(
@@ -100,7 +104,10 @@ async fn simulate_crowd(store: Arc<dyn Store>, crowd: u64) {
         let now = now_ms();
         while (visitors.len() as u64) < crowd {
             let user = format!("simulated-{}", random_id());
-            match store.join(&user, &random_id(), now).await {
+            match store
+                .join(&JoinRequest::new(&user, &random_id()), now)
+                .await
+            {
                 Ok(outcome) => {
                     let shopping =
                         Duration::from_millis(rand::thread_rng().gen_range(1_000..6_000));

@@ -174,7 +174,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::queue::{CloseReason, MemoryStore, RoomConfig, SessionState};
+    use crate::queue::{CloseReason, JoinRequest, MemoryStore, RoomConfig, SessionState};
 
     const ABANDON_MS: i64 = 2_000;
 
@@ -199,7 +199,7 @@ mod tests {
         // Unseen for several abandon timeouts, as after a long outage that
         // this dispatcher did not witness.
         store
-            .join("u", "s", now_ms() - 5 * ABANDON_MS)
+            .join(&JoinRequest::new("u", "s"), now_ms() - 5 * ABANDON_MS)
             .await
             .unwrap();
         let _supervisor = start(&store);

@@ -8,7 +8,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::auth::{JwtSettings, UserAuth};
-use crate::broker::{Broker, BrokerSettings, CheckoutKey, HumanCheck};
+use crate::broker::{Broker, BrokerSettings, CheckoutKey, HumanCheck, read_invites, store_invites};
 use crate::config::{
     BrokerArgs, DispatcherArgs, HumanCheckArgs, RoomArgs, StoreArgs, UserAuthArgs,
 };
@@ -104,6 +104,7 @@ fn user_auth(args: &UserAuthArgs, signer: &EntryTokenSigner) -> anyhow::Result<U
         key: &args.user_jwt_key,
         issuer: args.user_jwt_issuer.as_deref(),
         audience: args.user_jwt_audience.as_deref(),
+        priority_claim: args.priority_claim.clone(),
     })?)
 }
 
@@ -144,8 +145,13 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         return_origins: args.round_trip.return_origins,
         entry_cookie: args.round_trip.cookie_domain,
         waiting_page: args.round_trip.waiting_page,
+        addresses: args.addresses.policy(),
         human_check: human_check(args.human_check)?,
     };
+    if let Some(path) = &args.invite_codes {
+        let hashes = read_invites(&args.store.room, path)?;
+        tokio::spawn(store_invites(Arc::clone(rules.store()), hashes));
+    }
     let metrics = Arc::new(Metrics::default());
     let visitors = listen(args.listen)?;
     spawn_metrics_server(

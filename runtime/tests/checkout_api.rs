@@ -13,16 +13,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use usher_runtime::tokens::{EntryClaims, EntryTokenSigner};
 
-const KEY: &str = "k3y-0f-the-shop-9d1f0c7e2b6a4d58af31c0e9b7d2a6f4";
-
-/// Writes the checkout key next to the room's entry-token key and returns
-/// the environment that hands it to a broker.
-fn checkout_env(room: &Room) -> [(&'static str, String); 1] {
-    let path = room.key_path.with_file_name("checkout.key");
-    std::fs::write(&path, format!("{KEY}\n")).unwrap();
-    [("USHER_CHECKOUT_KEY", path.display().to_string())]
-}
-
 /// A room of capacity 1 served by a broker with the checkout key and a
 /// dispatcher; returns the broker's base URL.
 async fn shop_room(room: &Room) -> (Usher, Usher, String) {
@@ -39,19 +29,6 @@ fn shop_settings() -> [(&'static str, &'static str); 3] {
         ("USHER_DISPATCH_TICK", "50ms"),
         ("USHER_POSITION_INTERVAL", "100ms"),
     ]
-}
-
-/// POSTs `body` (sent as JSON) to the checkout's `action`, with `key` as the
-/// Bearer token.
-async fn call(base: &str, action: &str, key: Option<&str>, body: &str) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/v1/rooms/{ROOM}/checkout/{action}"))
-        .header("content-type", "application/json")
-        .body(body.to_owned());
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    request.send().await.unwrap()
 }
 
 async fn ok_json(response: reqwest::Response) -> Value {
@@ -97,7 +74,7 @@ async fn the_shop_completes_and_revokes_sessions() {
 
     // Completing by entry token frees the slot: the next visitor is admitted.
     let body = json!({ "entryToken": token }).to_string();
-    let done = ok_json(call(&base, "complete", Some(KEY), &body).await).await;
+    let done = ok_json(call(&base, "complete", Some(CHECKOUT_KEY), &body).await).await;
     assert_eq!(
         (&done["sessionId"], &done["state"], &done["reason"]),
         (
@@ -112,18 +89,18 @@ async fn the_shop_completes_and_revokes_sessions() {
         .unwrap();
     // Completing again is harmless; revoking a completed session is not.
     assert_eq!(
-        ending(&ok_json(call(&base, "complete", Some(KEY), &body).await).await),
+        ending(&ok_json(call(&base, "complete", Some(CHECKOUT_KEY), &body).await).await),
         ending(&done)
     );
     assert_eq!(
-        error_of(call(&base, "revoke", Some(KEY), &body).await).await,
+        error_of(call(&base, "revoke", Some(CHECKOUT_KEY), &body).await).await,
         (StatusCode::CONFLICT, "not_active".into())
     );
 
     // Revoking by id ends the session: the visitor's stream says so, and
     // the slot goes to the next visitor.
     let body = json!({ "jti": bob.session_id }).to_string();
-    let revoked = ok_json(call(&base, "revoke", Some(KEY), &body).await).await;
+    let revoked = ok_json(call(&base, "revoke", Some(CHECKOUT_KEY), &body).await).await;
     assert_eq!(
         (&revoked["state"], &revoked["reason"]),
         (&json!("closed"), &json!("revoked"))
@@ -136,11 +113,11 @@ async fn the_shop_completes_and_revokes_sessions() {
     assert_eq!(status_of(&base, &bob).await["reason"], "revoked");
     entry_token(&base, &carol).await;
     assert_eq!(
-        ending(&ok_json(call(&base, "revoke", Some(KEY), &body).await).await),
+        ending(&ok_json(call(&base, "revoke", Some(CHECKOUT_KEY), &body).await).await),
         ending(&revoked)
     );
     assert_eq!(
-        error_of(call(&base, "complete", Some(KEY), &body).await).await,
+        error_of(call(&base, "complete", Some(CHECKOUT_KEY), &body).await).await,
         (StatusCode::CONFLICT, "not_active".into())
     );
     let stats = room_stats(&base).await;
@@ -207,7 +184,7 @@ async fn bad_checkout_calls_get_a_json_4xx_and_change_nothing() {
     let bob_body = json!({ "jti": bob.session_id }).to_string();
     let unknown = json!({ "jti": "no-such-session" }).to_string();
     let bad_id = json!({ "jti": "../admin" }).to_string();
-    let wrong_key = format!("{KEY}x");
+    let wrong_key = format!("{CHECKOUT_KEY}x");
     let cases: Vec<(Option<&str>, &str, StatusCode, &str)> = vec![
         (
             None,
@@ -222,45 +199,65 @@ async fn bad_checkout_calls_get_a_json_4xx_and_change_nothing() {
             "invalid_checkout_key",
         ),
         (
-            Some(&KEY[1..]),
+            Some(&CHECKOUT_KEY[1..]),
             &alice_body,
             StatusCode::UNAUTHORIZED,
             "invalid_checkout_key",
         ),
-        (Some(KEY), &both, StatusCode::BAD_REQUEST, "invalid_body"),
-        (Some(KEY), "{}", StatusCode::BAD_REQUEST, "invalid_body"),
-        (Some(KEY), "", StatusCode::BAD_REQUEST, "invalid_body"),
         (
-            Some(KEY),
+            Some(CHECKOUT_KEY),
+            &both,
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Some(CHECKOUT_KEY),
+            "{}",
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Some(CHECKOUT_KEY),
+            "",
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Some(CHECKOUT_KEY),
             "{\"jti\":",
             StatusCode::BAD_REQUEST,
             "invalid_body",
         ),
         (
-            Some(KEY),
+            Some(CHECKOUT_KEY),
             &forged,
             StatusCode::BAD_REQUEST,
             "invalid_entry_token",
         ),
         (
-            Some(KEY),
+            Some(CHECKOUT_KEY),
             &other_room,
             StatusCode::BAD_REQUEST,
             "invalid_entry_token",
         ),
         (
-            Some(KEY),
+            Some(CHECKOUT_KEY),
             &bad_id,
             StatusCode::BAD_REQUEST,
             "invalid_session_id",
         ),
         (
-            Some(KEY),
+            Some(CHECKOUT_KEY),
             &unknown,
             StatusCode::NOT_FOUND,
             "unknown_session",
         ),
-        (Some(KEY), &bob_body, StatusCode::CONFLICT, "not_active"),
+        (
+            Some(CHECKOUT_KEY),
+            &bob_body,
+            StatusCode::CONFLICT,
+            "not_active",
+        ),
     ];
     for action in ["complete", "revoke", "extend"] {
         for (key, body, status, code) in &cases {
@@ -278,7 +275,7 @@ async fn bad_checkout_calls_get_a_json_4xx_and_change_nothing() {
         // Not JSON: the body must be declared as JSON.
         let form = client
             .post(format!("{base}/v1/rooms/{ROOM}/checkout/{action}"))
-            .bearer_auth(KEY)
+            .bearer_auth(CHECKOUT_KEY)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("jti={}", alice.session_id))
             .send()
@@ -293,7 +290,7 @@ async fn bad_checkout_calls_get_a_json_4xx_and_change_nothing() {
         );
         let other_path = client
             .post(format!("{base}/v1/rooms/elsewhere/checkout/{action}"))
-            .bearer_auth(KEY)
+            .bearer_auth(CHECKOUT_KEY)
             .json(&json!({ "jti": alice.session_id }))
             .send()
             .await
@@ -304,7 +301,7 @@ async fn bad_checkout_calls_get_a_json_4xx_and_change_nothing() {
         );
         let get = client
             .get(format!("{base}/v1/rooms/{ROOM}/checkout/{action}"))
-            .bearer_auth(KEY)
+            .bearer_auth(CHECKOUT_KEY)
             .send()
             .await
             .unwrap();
@@ -332,7 +329,7 @@ async fn bad_checkout_calls_get_a_json_4xx_and_change_nothing() {
         ("complete", for_ten_minutes(&alice_body)),
     ] {
         assert_eq!(
-            error_of(call(&base, action, Some(KEY), &body).await).await,
+            error_of(call(&base, action, Some(CHECKOUT_KEY), &body).await).await,
             (StatusCode::BAD_REQUEST, "invalid_body".into()),
             "{action} {body}"
         );
@@ -374,7 +371,7 @@ async fn the_shop_extends_a_session_up_to_the_longest() {
     // Asked for ten more minutes, the session gets what the longest allows:
     // five minutes after its admission.
     let body = json!({ "jti": alice.session_id, "for": "10m" }).to_string();
-    let extended = ok_json(call(&base, "extend", Some(KEY), &body).await).await;
+    let extended = ok_json(call(&base, "extend", Some(CHECKOUT_KEY), &body).await).await;
     assert_eq!(extended["state"], "admitted");
     assert_eq!(expiry(&extended) - first_expiry, 4 * 60_000);
     let token = extended["entryToken"].as_str().unwrap();
@@ -400,14 +397,14 @@ async fn the_shop_extends_a_session_up_to_the_longest() {
     // Asking again changes nothing, and a shorter ask never shortens it.
     for ask in ["10m", "1s"] {
         let body = json!({ "entryToken": token, "for": ask }).to_string();
-        let same = ok_json(call(&base, "extend", Some(KEY), &body).await).await;
+        let same = ok_json(call(&base, "extend", Some(CHECKOUT_KEY), &body).await).await;
         assert_eq!(expiry(&same), expiry(&extended), "{ask}");
     }
     // An ended session is not extended.
     let done = json!({ "jti": alice.session_id }).to_string();
-    ok_json(call(&base, "complete", Some(KEY), &done).await).await;
+    ok_json(call(&base, "complete", Some(CHECKOUT_KEY), &done).await).await;
     assert_eq!(
-        error_of(call(&base, "extend", Some(KEY), &body).await).await,
+        error_of(call(&base, "extend", Some(CHECKOUT_KEY), &body).await).await,
         (StatusCode::CONFLICT, "not_active".into())
     );
 }
@@ -419,7 +416,7 @@ async fn without_a_key_the_checkout_api_is_off() {
     let alice = join(&reqwest::Client::new(), &base).await;
     let body = json!({ "jti": alice.session_id }).to_string();
     for action in ["complete", "revoke", "extend"] {
-        for key in [None, Some(KEY)] {
+        for key in [None, Some(CHECKOUT_KEY)] {
             assert_eq!(
                 error_of(call(&base, action, key, &body).await).await,
                 (StatusCode::NOT_FOUND, "checkout_disabled".into())

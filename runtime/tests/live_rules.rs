@@ -28,6 +28,9 @@ fn rules(capacity: u64, paused: bool, message: &str, revision: u64) -> RoomConfi
         claim_window_ms: 0,
         max_session_duration_ms: 0,
         message: message.into(),
+        joins_per_address_per_minute: 0,
+        sessions_per_address: 0,
+        priority_share: 100,
         revision,
         proof_of_work_bits: 0,
     }

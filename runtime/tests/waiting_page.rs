@@ -303,6 +303,9 @@ async fn the_page_shows_the_rooms_message_as_it_changes() {
         claim_window_ms: 0,
         max_session_duration_ms: 0,
         message: message.into(),
+        joins_per_address_per_minute: 0,
+        sessions_per_address: 0,
+        priority_share: 100,
         revision,
         proof_of_work_bits: 0,
     };
@@ -336,4 +339,39 @@ async fn the_page_shows_the_rooms_message_as_it_changes() {
     );
     store.configure(&rules("", 3)).await.unwrap();
     browser.wait_for(banner_hidden).await;
+}
+
+/// A presale link (`?invite=`) puts its visitor in the priority lane, and
+/// the page says so; once the code is spent, the same link is told so
+/// rather than quietly queued in the general line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_presale_link_puts_its_visitor_in_the_priority_lane() {
+    let room = Room::new(&[("USHER_CAPACITY", "1")]);
+    let codes = room.key_path.with_file_name("invites.txt");
+    std::fs::write(&codes, "FAN-0042\n").unwrap();
+    let port = free_port();
+    // No dispatcher: visitors stay in line.
+    let _broker = room
+        .broker_on(port, &[("USHER_INVITE_CODES", codes.to_str().unwrap())])
+        .await;
+    let page = format!("http://127.0.0.1:{port}/?invite=FAN-0042");
+    let lane_shown = "!document.getElementById('lane').hidden";
+
+    let mut fan = Browser::launch().await;
+    fan.open(&page).await;
+    fan.wait_for(&format!("({TEXT})('status').startsWith('Live')"))
+        .await;
+    assert_eq!(fan.eval(lane_shown).await, true);
+    assert_eq!(fan.eval(&format!("({TEXT})('position')")).await, "1");
+
+    let mut latecomer = Browser::launch().await;
+    latecomer.open(&page).await;
+    latecomer
+        .wait_for(&format!("({TEXT})('status').includes('invite code')"))
+        .await;
+    assert_eq!(latecomer.eval(lane_shown).await, false);
+    assert_eq!(
+        room_stats(&format!("http://127.0.0.1:{port}")).await["waiting"],
+        1
+    );
 }

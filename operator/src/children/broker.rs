@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, ObjectFieldSelector, SecretVolumeSource, Service, ServicePort,
+    EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, SecretVolumeSource, Service, ServicePort,
     ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -72,6 +72,70 @@ fn gate_env(room: &WaitingRoom) -> Vec<EnvVar> {
     env
 }
 
+/// Which proxies name the visitor, and how IPv6 visitors are counted.
+fn address_env(room: &WaitingRoom) -> Vec<EnvVar> {
+    let Some(bots) = &room.spec.bots else {
+        return Vec::new();
+    };
+    let trusted = (!bots.trusted_proxies.is_empty()).then(|| bots.trusted_proxies.join(","));
+    [
+        ("USHER_TRUSTED_PROXIES", trusted),
+        ("USHER_IPV6_PREFIX", bots.ipv6_prefix.map(|p| p.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        value.map(|value| EnvVar {
+            name: name.into(),
+            value: Some(value),
+            value_from: None,
+        })
+    })
+    .collect()
+}
+
+/// Where a broker reads the room's invite codes.
+const INVITES_MOUNT_PATH: &str = "/etc/usher/invites";
+const INVITES_FILE: &str = "codes";
+
+/// The priority lane's invite codes (a Secret key mounted as a file) and
+/// the claim of platform users that qualifies.
+fn lane_settings(room: &WaitingRoom) -> (Vec<EnvVar>, Vec<(Volume, VolumeMount)>) {
+    let Some(lanes) = &room.spec.lanes else {
+        return (Vec::new(), Vec::new());
+    };
+    let plain = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    };
+    let mut env = Vec::new();
+    let mut volumes = Vec::new();
+    if let Some(codes) = &lanes.invite_codes {
+        let (mut volume, mount) =
+            secret_volume("invite-codes", codes.name.clone(), INVITES_MOUNT_PATH);
+        if let Some(source) = volume.secret.as_mut() {
+            source.items = Some(vec![KeyToPath {
+                key: codes.key.clone(),
+                path: INVITES_FILE.into(),
+                mode: None,
+            }]);
+        }
+        volumes.push((volume, mount));
+        env.push(plain(
+            "USHER_INVITE_CODES",
+            format!("{INVITES_MOUNT_PATH}/{INVITES_FILE}"),
+        ));
+    }
+    if let Some(claim) = &lanes.priority_claim {
+        let rule = match claim.values.as_slice() {
+            [] => claim.name.clone(),
+            values => format!("{}={}", claim.name, values.join(",")),
+        };
+        env.push(plain("USHER_PRIORITY_CLAIM", rule));
+    }
+    (env, volumes)
+}
+
 /// The forward-auth URL of the room for the shop's ingress.
 pub fn gate_url(room: &WaitingRoom) -> String {
     format!("{}/gate", endpoint(room))
@@ -109,6 +173,9 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
         value_from: None,
     });
     env.extend(gate_env(room));
+    env.extend(address_env(room));
+    let (lane_env, lane_volumes) = lane_settings(room);
+    env.extend(lane_env);
     env.extend(env::human_check_env(room));
     RuntimeDeployment {
         role: BROKER,
@@ -131,7 +198,10 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
                 checkout_secret_name(room),
                 CHECKOUT_MOUNT_PATH,
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(lane_volumes)
+        .collect(),
         annotations: annotations(
             env::config_hash(room),
             &[(KEY_DIGEST_ANNOTATION, inputs.token_key_digest.clone())],
@@ -193,6 +263,66 @@ mod tests {
         env.iter()
             .find(|e| e.name == name)
             .and_then(|e| e.value.clone())
+    }
+
+    #[test]
+    fn address_and_lane_settings_reach_the_brokers() {
+        let room = super::super::fixtures::room(serde_json::json!({
+            "capacity": 500, "redis": {"url": "redis://redis:6379/"},
+            "bots": {"trustedProxies": ["10.0.0.0/8", "fd00::/8"], "ipv6Prefix": 56},
+            "lanes": {
+                "inviteCodes": {"name": "presale", "key": "codes.txt"},
+                "priorityClaim": {"name": "tier", "values": ["fanclub", "gold"]}
+            }
+        }));
+        let deployment = deployment(&room, &inputs());
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let container = &pod.containers[0];
+        let env = container.env.as_ref().unwrap();
+        let get = |name: &str| env_value(env, name);
+        assert_eq!(
+            get("USHER_TRUSTED_PROXIES").as_deref(),
+            Some("10.0.0.0/8,fd00::/8")
+        );
+        assert_eq!(get("USHER_IPV6_PREFIX").as_deref(), Some("56"));
+        assert_eq!(
+            get("USHER_PRIORITY_CLAIM").as_deref(),
+            Some("tier=fanclub,gold")
+        );
+        assert_eq!(
+            get("USHER_INVITE_CODES").as_deref(),
+            Some("/etc/usher/invites/codes")
+        );
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "invite-codes")
+            .unwrap();
+        let source = volume.secret.unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some("presale"));
+        assert_eq!(source.items.unwrap()[0].key, "codes.txt");
+        assert!(
+            container
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_path == "/etc/usher/invites")
+        );
+        // Without them, nothing is added.
+        let plain = deployment_env(&basic());
+        assert!(!plain.iter().any(|e| e.name.contains("PROXIES")
+            || e.name.contains("INVITE")
+            || e.name.contains("CLAIM")));
+    }
+
+    fn deployment_env(room: &WaitingRoom) -> Vec<EnvVar> {
+        let deployment = deployment(room, &inputs());
+        deployment.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
     }
 
     #[test]

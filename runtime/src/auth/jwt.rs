@@ -30,17 +30,72 @@ pub struct JwtSettings<'a> {
     pub issuer: Option<&'a str>,
     /// When set, tokens must carry this `aud` (alone or in a list).
     pub audience: Option<&'a str>,
+    /// When set, users whose token carries this claim join the priority lane.
+    pub priority_claim: Option<PriorityClaim>,
+}
+
+/// A claim of the platform's token that puts its user in the priority
+/// lane: `name` (any true or non-empty value) or `name=v1,v2` (a string
+/// equal to one of the values, or an array holding one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriorityClaim {
+    name: String,
+    values: Vec<String>,
+}
+
+impl PriorityClaim {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, values) = match text.split_once('=') {
+            Some((name, values)) => (name, values.split(',').map(str::trim).collect()),
+            None => (text, Vec::new()),
+        };
+        let name = name.trim();
+        if name.is_empty() || values.iter().any(|v: &&str| v.is_empty()) {
+            return Err(format!(
+                "{text:?} is not a claim such as `tier=fanclub,gold` or `presale`"
+            ));
+        }
+        Ok(PriorityClaim {
+            name: name.to_owned(),
+            values: values.into_iter().map(str::to_owned).collect(),
+        })
+    }
+
+    fn matches(&self, claims: &serde_json::Map<String, Value>) -> bool {
+        let qualifies = |value: &Value| match value {
+            Value::String(text) if self.values.is_empty() => !text.is_empty(),
+            Value::String(text) => self.values.contains(text),
+            Value::Bool(flag) => self.values.is_empty() && *flag,
+            _ => false,
+        };
+        match claims.get(&self.name) {
+            Some(Value::Array(items)) => items.iter().any(qualifies),
+            Some(value) => qualifies(value),
+            None => false,
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct UserClaims {
     sub: String,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+
+/// A user a platform token names.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PlatformUser {
+    pub sub: String,
+    /// The token carries the priority lane's claim.
+    pub priority: bool,
 }
 
 /// Checks platform JWTs and names the user they carry.
 pub struct PlatformJwt {
     key: DecodingKey,
     validation: Validation,
+    priority_claim: Option<PriorityClaim>,
 }
 
 impl PlatformJwt {
@@ -48,21 +103,26 @@ impl PlatformJwt {
         Ok(PlatformJwt {
             key: decoding_key(settings)?,
             validation: validation(settings),
+            priority_claim: settings.priority_claim.clone(),
         })
     }
 
     /// The user (`sub`) of `token`, once every check passed.
-    pub fn user(&self, token: &str) -> Result<String, AuthError> {
+    pub fn user(&self, token: &str) -> Result<PlatformUser, AuthError> {
         refuse_critical_extensions(token).map_err(AuthError::InvalidUserToken)?;
         let data = jsonwebtoken::decode::<UserClaims>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::InvalidUserToken(refusal(&e)))?;
-        let sub = data.claims.sub;
+        let UserClaims { sub, rest } = data.claims;
         if sub.is_empty() || sub.len() > MAX_SUB_LEN {
             return Err(AuthError::InvalidUserToken(format!(
                 "claim `sub` must be 1 to {MAX_SUB_LEN} bytes"
             )));
         }
-        Ok(sub)
+        let priority = self
+            .priority_claim
+            .as_ref()
+            .is_some_and(|claim| claim.matches(&rest));
+        Ok(PlatformUser { sub, priority })
     }
 }
 
@@ -192,6 +252,7 @@ mod tests {
             key: "s3cret",
             issuer: Some("shop"),
             audience: Some("usher"),
+            priority_claim: Some(PriorityClaim::parse("tier=fanclub,gold").unwrap()),
         })
         .unwrap()
     }
@@ -212,7 +273,10 @@ mod tests {
     fn a_token_meeting_every_check_names_its_user() {
         assert_eq!(
             shop().user(&hs256(header(), good_claims())).unwrap(),
-            "alice"
+            PlatformUser {
+                sub: "alice".into(),
+                priority: false
+            }
         );
         // nbf a little ahead is clock skew, within the leeway.
         let mut skewed = good_claims();
@@ -265,10 +329,34 @@ mod tests {
             key: "s3cret",
             issuer: None,
             audience: None,
+            priority_claim: None,
         })
         .unwrap();
-        let claims = serde_json::json!({"sub": "bob", "exp": now_s() + 600});
-        assert_eq!(open.user(&hs256(header(), claims)).unwrap(), "bob");
+        let claims = serde_json::json!({"sub": "bob", "exp": now_s() + 600, "tier": "gold"});
+        assert_eq!(open.user(&hs256(header(), claims)).unwrap().sub, "bob");
+    }
+
+    #[test]
+    fn the_priority_claim_picks_the_priority_lane() {
+        let with = |tier: Value| {
+            let mut claims = good_claims();
+            claims["tier"] = tier;
+            shop().user(&hs256(header(), claims)).unwrap().priority
+        };
+        assert!(with("gold".into()));
+        assert!(with(serde_json::json!(["silver", "fanclub"])));
+        assert!(!with("silver".into()));
+        assert!(!with(serde_json::json!({"gold": true})));
+        assert!(!with(Value::Null));
+        let any = PriorityClaim::parse("presale").unwrap();
+        let claims = |value: Value| serde_json::Map::from_iter([("presale".to_owned(), value)]);
+        assert!(any.matches(&claims(true.into())));
+        assert!(any.matches(&claims("yes".into())));
+        assert!(!any.matches(&claims(false.into())));
+        assert!(!any.matches(&claims("".into())));
+        for bad in ["", "=gold", "tier=", "tier=a,,b"] {
+            assert!(PriorityClaim::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

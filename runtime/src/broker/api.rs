@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -12,12 +12,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::Broker;
+use super::client_address::Peer;
 use super::error::{ApiError, ErrorCode};
 use super::events::StreamHandoff;
 use super::join_body::JoinBody;
 use crate::auth::{self, SESSION_COOKIE, random_id};
 use crate::clock::{now_ms, rfc3339};
-use crate::queue::{SessionState, SessionView};
+use crate::queue::{JoinRequest, Lane, SessionState, SessionView, join_number};
 
 const WAITING_PAGE: &str = include_str!("../web/waiting.html");
 
@@ -47,6 +48,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/rooms/{room}/sessions/{sid}/complete", post(complete))
         // The shop's checkout, server to server.
         .merge(super::checkout::routes(&broker))
+        .merge(super::lanes::routes())
         .route("/v1/rooms/{room}/sessions/{sid}/enter", get(enter))
         .route("/.well-known/jwks.json", get(jwks))
         .route(
@@ -148,7 +150,8 @@ impl Broker {
         let session = &view.session;
         let mut body = SessionBody {
             session_id: session.id.clone(),
-            ticket: session.ticket,
+            ticket: join_number(session.ticket),
+            lane: Lane::of_ticket(session.ticket),
             state: "waiting",
             position: view.position,
             waiting: view.waiting,
@@ -165,7 +168,7 @@ impl Broker {
         match session.state {
             SessionState::Waiting => {
                 let position = view.position.unwrap_or(1);
-                body.eta_seconds = self.fanout.eta(position, now_ms());
+                body.eta_seconds = self.fanout.eta_of(session.ticket, position, now_ms());
                 let ceiling =
                     (self.settings.abandon_timeout.as_millis() as u64 / 3).clamp(1_000, 15_000);
                 body.poll_after_ms = Some((2_000 + position * 5).min(ceiling));
@@ -200,7 +203,9 @@ impl Broker {
 #[serde(rename_all = "camelCase")]
 pub(super) struct SessionBody {
     session_id: String,
+    /// The order of joins (the same in every lane).
     ticket: u64,
+    lane: Lane,
     /// waiting, admitted or closed.
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -286,23 +291,46 @@ fn visitor_used_https(headers: &HeaderMap) -> bool {
 async fn join(
     State(broker): Shared,
     ServedRoom(room): ServedRoom,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
-    PeerAddr(peer): PeerAddr,
     body: Bytes,
 ) -> ApiResult {
-    let body = JoinBody::parse(&headers, &body)?;
+    let asked = JoinBody::parse(&headers, &body)?;
+    // Checked before anything else: a malformed forwarding header is
+    // refused whoever sent it.
+    let client = match peer {
+        Some(Extension(Peer(peer))) => Some(broker.settings.addresses.client(peer.ip(), &headers)?),
+        None => None,
+    };
+    let address = client.map(|client| broker.settings.addresses.limit_key(client));
     let identity = broker.users.identify(
         header_text(&headers, header::AUTHORIZATION),
         header_text(&headers, header::COOKIE),
     )?;
-    // The visitor's address is the TCP peer's for now.
+    let invite = match &asked.invite {
+        Some(code) => Some(super::lanes::invite_hash(&room, code).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_invite",
+                "an invite code is 4 to 128 printable characters",
+            )
+        })?),
+        None => None,
+    };
     broker
-        .check_newcomer(&room, &identity.user, &headers, &body, peer)
+        .check_newcomer(&room, &identity.user, &headers, &asked, client)
         .await?;
-    let outcome = broker
-        .store
-        .join(&identity.user, &random_id(), now_ms())
-        .await?;
+    let sid = random_id();
+    let mut request = JoinRequest::new(&identity.user, &sid);
+    if let Some(address) = &address {
+        request = request.from_address(address);
+    }
+    if let Some(invite) = &invite {
+        request = request.redeeming(invite).in_lane(Lane::Priority);
+    } else if identity.priority {
+        request = request.in_lane(Lane::Priority);
+    }
+    let outcome = broker.store.join(&request, now_ms()).await?;
     broker
         .metrics
         .joins
@@ -374,25 +402,6 @@ impl axum::extract::FromRequestParts<Arc<Broker>> for ServedRoom {
         let room = params.remove("room").unwrap_or_default();
         broker.check_room(&room)?;
         Ok(ServedRoom(room))
-    }
-}
-
-/// The address of the TCP peer that sent the request, when known.
-pub(super) struct PeerAddr(pub Option<std::net::IpAddr>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(PeerAddr(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::IpAddr>>()
-                .map(|info| info.0),
-        ))
     }
 }
 

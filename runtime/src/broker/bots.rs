@@ -101,8 +101,11 @@ impl Broker {
     }
 
     /// Lets a join go on that may give `user` a new place: checks and
-    /// spends its proof of work, then asks the human check. `remote_ip` is
-    /// passed on to the human check's verifier.
+    /// spends its proof of work, then asks the human check. `remote_ip`,
+    /// the visitor's address (the TCP peer's, or what a trusted proxy
+    /// says), is passed on to the human check's verifier. A join refused
+    /// after this (the room closed, a per-address limit) has spent its
+    /// proof: the client solves a new one to try again.
     pub(super) async fn check_newcomer(
         &self,
         room: &str,

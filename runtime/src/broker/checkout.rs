@@ -221,6 +221,18 @@ fn parse_body(
     Ok((named, call))
 }
 
+impl Broker {
+    /// Checks that a call of the shop's server carries the room's checkout key.
+    pub(super) fn check_checkout_key(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let key = self
+            .settings
+            .checkout_key
+            .as_ref()
+            .ok_or(CheckoutError::Disabled)?;
+        Ok(key.check(headers)?)
+    }
+}
+
 /// The checkout routes, for the broker's router.
 pub(super) fn routes(broker: &Broker) -> Router<Arc<Broker>> {
     // The token only names the session: its times do not matter here.
@@ -263,12 +275,7 @@ async fn checkout_call(
     body: &[u8],
     ending: Option<CloseReason>,
 ) -> Result<Response, ApiError> {
-    let key = broker
-        .settings
-        .checkout_key
-        .as_ref()
-        .ok_or(CheckoutError::Disabled)?;
-    key.check(headers)?;
+    broker.check_checkout_key(headers)?;
     let (named, call) = parse_body(headers, body, ending)?;
     let sid = match named {
         Named::EntryToken(token) => {

@@ -13,7 +13,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Seconds after which trying again may succeed (`Retry-After`).
+    /// Seconds the client should wait before trying again (`Retry-After`).
     pub retry_after: Option<u64>,
 }
 
@@ -37,12 +37,17 @@ impl ApiError {
         }
     }
 
-    /// Tells the client to try again after `seconds`.
-    pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
-        self
+    pub fn retry_after(self, seconds: u64) -> Self {
+        ApiError {
+            retry_after: Some(seconds),
+            ..self
+        }
     }
 }
+
+/// How long a client refused because its address holds too many places
+/// is asked to wait: places free as sessions end, at no set time.
+const ADDRESS_FULL_RETRY_SECONDS: u64 = 30;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -54,22 +59,34 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        response.extensions_mut().insert(ErrorCode(self.code));
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
 }
 
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
+        let retry_after = match e {
+            QueueError::AddressRateLimited { retry_after_ms } => {
+                Some((retry_after_ms.max(1) as u64).div_ceil(1000))
+            }
+            QueueError::AddressFull => Some(ADDRESS_FULL_RETRY_SECONDS),
+            _ => None,
+        };
         let (status, code) = match e {
             QueueError::NotConfigured => (StatusCode::SERVICE_UNAVAILABLE, "room_not_ready"),
             QueueError::Rejected => (StatusCode::FORBIDDEN, "rejected"),
             QueueError::RoomClosed => (StatusCode::GONE, "room_closed"),
+            QueueError::AddressRateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_joins")
+            }
+            QueueError::AddressFull => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+            QueueError::InvalidInvite => (StatusCode::FORBIDDEN, "invalid_invite"),
             QueueError::UnknownSession => (StatusCode::NOT_FOUND, "unknown_session"),
             QueueError::NotActive => (StatusCode::CONFLICT, "not_active"),
             QueueError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
@@ -78,7 +95,10 @@ impl From<QueueError> for ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %e, "store call failed");
         }
-        ApiError::new(status, code, e.to_string())
+        ApiError {
+            retry_after,
+            ..ApiError::new(status, code, e.to_string())
+        }
     }
 }
 

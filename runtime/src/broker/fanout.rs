@@ -17,7 +17,7 @@ use super::ended::EndedSessions;
 use super::line::LocalLine;
 use super::sse::{self, ClosedData, Frame, PositionData};
 use crate::metrics::{EventKind, Metrics};
-use crate::queue::{Change, CloseReason, LineSnapshot, Millis, Phase, RoomConfig};
+use crate::queue::{Change, CloseReason, Lane, LineSnapshot, Millis, Phase, RoomConfig};
 
 type FrameSender = watch::Sender<Option<Arc<Frame>>>;
 pub type FrameReceiver = watch::Receiver<Option<Arc<Frame>>>;
@@ -112,6 +112,13 @@ const ETA_WINDOW_MS: Millis = 60_000;
 pub const MAX_STREAMS_PER_SESSION: usize = 4;
 
 impl State {
+    /// About how many admissions come before `ticket`'s (see
+    /// [`LocalLine::admissions_before`]).
+    fn admissions_before(&self, ticket: u64) -> u64 {
+        let share = self.config.as_ref().map_or(100, |c| c.priority_share);
+        self.line.admissions_before(ticket, share)
+    }
+
     /// Admissions per second to estimate waits with: the observed rate (the
     /// rules' nominal rate until a few admissions were seen); `None` while
     /// the room admits nobody. Computed once per broadcast, not per visitor.
@@ -169,6 +176,18 @@ impl Fanout {
     /// Seconds until `position` is admitted, as shown to users.
     pub fn eta(&self, position: u64, now: Millis) -> Option<u64> {
         eta(self.lock().admission_pace(now), position)
+    }
+
+    /// Seconds until the session waiting with `ticket` at `position` (as
+    /// the store said) is admitted, counting the other lane's share.
+    pub fn eta_of(&self, ticket: u64, position: u64, now: Millis) -> Option<u64> {
+        let state = self.lock();
+        let ahead = if state.synced {
+            state.admissions_before(ticket)
+        } else {
+            position
+        };
+        eta(state.admission_pace(now), ahead)
     }
 
     pub fn generation(&self) -> u64 {
@@ -245,17 +264,16 @@ impl Fanout {
         if sub.standing == Standing::Settled {
             return;
         }
-        let position = if state.synced {
-            state.line.position(ticket)
+        let (position, waiting, ahead) = if state.synced {
+            (
+                state.line.position(ticket),
+                state.line.len_of(Lane::of_ticket(ticket)),
+                state.admissions_before(ticket),
+            )
         } else {
-            store_position
+            (store_position, store_waiting, store_position)
         };
-        let waiting = if state.synced {
-            state.line.len()
-        } else {
-            store_waiting
-        };
-        let eta = eta(state.admission_pace(now), position);
+        let eta = eta(state.admission_pace(now), ahead);
         let frame = PositionData {
             position,
             waiting,
@@ -439,14 +457,21 @@ impl Fanout {
         state.broadcast_version = state.version;
         state.broadcasts += 1;
         let mut sent = 0;
-        let (pace, waiting) = (state.admission_pace(now), state.line.len());
+        let pace = state.admission_pace(now);
+        let share = state.config.as_ref().map_or(100, |c| c.priority_share);
+        let general = state.line.len_of(Lane::General);
+        let priority = state.line.len_of(Lane::Priority);
         let state = &mut *state;
         for sub in state.subscribers.values_mut() {
             let Standing::Waiting { ticket } = sub.standing else {
                 continue;
             };
             let position = state.line.position(ticket);
-            let eta = eta(pace, position);
+            let waiting = match Lane::of_ticket(ticket) {
+                Lane::General => general,
+                Lane::Priority => priority,
+            };
+            let eta = eta(pace, state.line.admissions_before(ticket, share));
             if sub.last_sent == Some((position, eta)) {
                 continue;
             }

@@ -12,6 +12,8 @@ use super::error::ApiError;
 /// A join's body, read.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct JoinBody {
+    /// An invite code for the priority lane.
+    pub invite: Option<String>,
     pub proof: Option<Proof>,
     /// The human check's token (`humanToken`).
     pub human_token: Option<String>,
@@ -52,6 +54,7 @@ impl JoinBody {
             ));
         };
         Ok(JoinBody {
+            invite: field(&fields, "invite", "invalid_body")?,
             proof: field(&fields, "proof", "invalid_proof")?,
             human_token: field(&fields, "humanToken", "invalid_body")?,
         })
@@ -94,13 +97,14 @@ mod tests {
     fn empty_bodies_and_unknown_fields_are_fine() {
         assert_eq!(parse(None, ""), Ok(JoinBody::default()));
         assert_eq!(parse(JSON, " \n"), Ok(JoinBody::default()));
-        assert_eq!(parse(JSON, r#"{"invite": "x"}"#), Ok(JoinBody::default()));
+        assert_eq!(parse(JSON, r#"{"later": "x"}"#), Ok(JoinBody::default()));
         assert_eq!(
             parse(
                 Some("application/vnd.usher+json"),
-                r#"{"proof": {"challenge": "v1.c", "counter": 7}, "humanToken": "t"}"#
+                r#"{"invite": "c0de", "proof": {"challenge": "v1.c", "counter": 7}, "humanToken": "t"}"#
             ),
             Ok(JoinBody {
+                invite: Some("c0de".into()),
                 proof: Some(Proof {
                     challenge: "v1.c".into(),
                     counter: 7
@@ -132,9 +136,8 @@ mod tests {
             let body = format!(r#"{{"proof": {proof}}}"#);
             assert_eq!(parse(JSON, &body), Err((400, "invalid_proof")), "{body}");
         }
-        assert_eq!(
-            parse(JSON, r#"{"humanToken": 5}"#),
-            Err((400, "invalid_body"))
-        );
+        for body in [r#"{"humanToken": 5}"#, r#"{"invite": 5}"#] {
+            assert_eq!(parse(JSON, body), Err((400, "invalid_body")), "{body}");
+        }
     }
 }

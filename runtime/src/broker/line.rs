@@ -1,8 +1,11 @@
 //! A broker's local copy of the room's line: just the waiting tickets, kept
 //! sorted, so any waiting session's exact position is a binary search.
 //! It is loaded from a snapshot and then follows the change stream.
+//! Tickets carry their lane ([`Lane`]): positions count inside a lane.
 
 use std::collections::VecDeque;
+
+use crate::queue::Lane;
 
 #[derive(Debug, Default)]
 pub struct LocalLine {
@@ -37,13 +40,44 @@ impl LocalLine {
         }
     }
 
-    /// 1 + the number of waiting tickets before `ticket`.
+    /// Waiting tickets below `ticket`, whatever their lane.
+    fn below(&self, ticket: u64) -> u64 {
+        self.tickets.partition_point(|&t| t < ticket) as u64
+    }
+
+    /// 1 + the number of waiting tickets of its lane before `ticket`.
     pub fn position(&self, ticket: u64) -> u64 {
-        self.tickets.partition_point(|&t| t < ticket) as u64 + 1
+        self.below(ticket) - self.below(Lane::of_ticket(ticket).tickets().start) + 1
     }
 
     pub fn len(&self) -> u64 {
         self.tickets.len() as u64
+    }
+
+    /// Waiting tickets in `lane`.
+    pub fn len_of(&self, lane: Lane) -> u64 {
+        let tickets = lane.tickets();
+        self.below(tickets.end) - self.below(tickets.start)
+    }
+
+    /// About how many admissions come before `ticket`'s, when the priority
+    /// lane gets `priority_share` percent of them while both lanes wait.
+    pub fn admissions_before(&self, ticket: u64, priority_share: u8) -> u64 {
+        let position = self.position(ticket);
+        let (own, other) = match Lane::of_ticket(ticket) {
+            Lane::Priority => (u64::from(priority_share), Lane::General),
+            Lane::General => (100 - u64::from(priority_share), Lane::Priority),
+        };
+        match own {
+            // The other lane goes first.
+            0 => self.len_of(other) + position,
+            // The other lane waits until this one is through.
+            100 => position,
+            // Both move; this lane at its share, until the other runs dry.
+            _ => (position * 100)
+                .div_ceil(own)
+                .min(position + self.len_of(other)),
+        }
     }
 }
 
@@ -71,6 +105,31 @@ mod tests {
             (1, 2, 3)
         );
         assert_eq!(line.len(), 3);
+    }
+
+    #[test]
+    fn positions_count_inside_each_lane() {
+        use crate::queue::PRIORITY_BASE;
+        let p = |n: u64| PRIORITY_BASE + n;
+        let line = LocalLine::from_sorted([1, p(2), 3, p(4), 5]);
+        assert_eq!(
+            (line.position(1), line.position(3), line.position(5)),
+            (1, 2, 3)
+        );
+        assert_eq!((line.position(p(2)), line.position(p(4))), (1, 2));
+        assert_eq!(
+            (line.len_of(Lane::General), line.len_of(Lane::Priority)),
+            (3, 2)
+        );
+        // Strictly first, the priority lane delays the general one.
+        assert_eq!(line.admissions_before(3, 100), 2 + 2);
+        assert_eq!(line.admissions_before(p(4), 100), 2);
+        // At a quarter, the second priority visitor waits about 8
+        // admissions, but never more than the whole line ahead.
+        assert_eq!(line.admissions_before(p(4), 25), 2 + 3);
+        assert_eq!(line.admissions_before(5, 25), 4);
+        assert_eq!(line.admissions_before(5, 0), 3);
+        assert_eq!(line.admissions_before(p(2), 0), 3 + 1);
     }
 
     #[test]

@@ -6,7 +6,9 @@ mod api;
 pub use self::api::valid_room_id;
 mod bots;
 mod checkout;
+mod client_address;
 pub use self::checkout::{CheckoutKey, CheckoutKeyError};
+pub use self::client_address::{AddressPolicy, TrustedProxies};
 mod entry_cookie;
 pub use self::entry_cookie::EntryCookie;
 mod ended;
@@ -19,6 +21,8 @@ mod http;
 mod human_check;
 pub use self::human_check::HumanCheck;
 mod join_body;
+mod lanes;
+pub use self::lanes::{read_invites, store_invites};
 mod line;
 mod redirect;
 pub use self::redirect::WaitingPage;
@@ -67,6 +71,8 @@ pub struct BrokerSettings {
     pub entry_cookie: EntryCookie,
     /// Where the gate's redirect form sends refused visitors.
     pub waiting_page: WaitingPage,
+    /// How the visitor's address is found and counted.
+    pub addresses: AddressPolicy,
     /// The human check newcomers pass before joining, if any.
     pub human_check: Option<HumanCheck>,
 }

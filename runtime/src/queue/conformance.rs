@@ -24,6 +24,9 @@ fn config() -> RoomConfig {
         claim_window_ms: 0,
         max_session_duration_ms: 0,
         message: String::new(),
+        joins_per_address_per_minute: 0,
+        sessions_per_address: 0,
+        priority_share: 100,
         revision: 0,
         proof_of_work_bits: 0,
     }
@@ -47,7 +50,7 @@ async fn admitting_nobody(store: &dyn Store) {
 
 async fn join(store: &dyn Store, user: &str, now: Millis) -> SessionView {
     store
-        .join(user, &format!("sid-{user}"), now)
+        .join(&JoinRequest::new(user, &format!("sid-{user}")), now)
         .await
         .unwrap()
         .view
@@ -67,7 +70,10 @@ async fn state(store: &dyn Store, user: &str) -> SessionState {
 }
 
 async fn unconfigured_room_refuses_joins(store: &dyn Store) {
-    let err = store.join("u", "s", T0).await.unwrap_err();
+    let err = store
+        .join(&JoinRequest::new("u", "s"), T0)
+        .await
+        .unwrap_err();
     assert_eq!(err, QueueError::NotConfigured);
     assert_eq!(store.config().await.unwrap(), None);
 }
@@ -80,6 +86,9 @@ async fn configuration_round_trips(store: &dyn Store) {
         queueing: Queueing::Random,
         paused: true,
         claim_window_ms: 90_000,
+        joins_per_address_per_minute: 30,
+        sessions_per_address: 4,
+        priority_share: 30,
         proof_of_work_bits: 20,
         ..config()
     };
@@ -117,7 +126,10 @@ async fn join_is_idempotent_and_positions_are_exact(store: &dyn Store) {
         },
     )
     .await;
-    let a = store.join("alice", "s1", T0).await.unwrap();
+    let a = store
+        .join(&JoinRequest::new("alice", "s1"), T0)
+        .await
+        .unwrap();
     assert!(a.created);
     assert_eq!(
         (a.view.session.ticket, a.view.position, a.view.waiting),
@@ -125,7 +137,10 @@ async fn join_is_idempotent_and_positions_are_exact(store: &dyn Store) {
     );
     let b = join(store, "bob", T0).await;
     assert_eq!((b.position, b.waiting), (Some(2), 2));
-    let again = store.join("alice", "s-other", T0 + 5).await.unwrap();
+    let again = store
+        .join(&JoinRequest::new("alice", "s-other"), T0 + 5)
+        .await
+        .unwrap();
     assert!(!again.created);
     assert_eq!(again.view.session.id, "s1");
     assert_eq!(again.view.position, Some(1));
@@ -477,7 +492,10 @@ async fn a_large_admission_now_comes_in_batches(store: &dyn Store) {
     .await;
     for i in 0..n + 50 {
         store
-            .join(&format!("user-{i}"), &format!("sid-{i}"), T0)
+            .join(
+                &JoinRequest::new(&format!("user-{i}"), &format!("sid-{i}")),
+                T0,
+            )
             .await
             .unwrap();
     }
@@ -621,7 +639,10 @@ async fn leaving_works_while_waiting_and_while_active(store: &dyn Store) {
         QueueError::UnknownSession
     );
     // A user whose session ended joins again at the back with a new session.
-    let again = store.join("a", "sid-a2", T0 + 3).await.unwrap();
+    let again = store
+        .join(&JoinRequest::new("a", "sid-a2"), T0 + 3)
+        .await
+        .unwrap();
     assert!(again.created);
     assert_eq!(again.view.session.ticket, 3);
 }
@@ -803,7 +824,10 @@ async fn reject_refuses_joins_but_keeps_sessions(store: &dyn Store) {
     )
     .await;
     assert_eq!(
-        store.join("b", "s", T0).await.unwrap_err(),
+        store
+            .join(&JoinRequest::new("b", "s"), T0)
+            .await
+            .unwrap_err(),
         QueueError::Rejected
     );
     assert_eq!(join(store, "a", T0).await.position, Some(1));
@@ -822,7 +846,10 @@ async fn closing_refuses_joins_and_closes_the_line(store: &dyn Store) {
     .await;
     join(store, "a", T0).await;
     assert_eq!(
-        store.join("b", "s", T0 + MIN).await.unwrap_err(),
+        store
+            .join(&JoinRequest::new("b", "s"), T0 + MIN)
+            .await
+            .unwrap_err(),
         QueueError::RoomClosed
     );
     assert_eq!(store.tick(T0 + MIN, 0).await.unwrap().closed, 1);
@@ -1007,7 +1034,11 @@ async fn purging_forgets_spent_proofs(store: &dyn Store) {
 async fn users_with_odd_names_are_kept_intact(store: &dyn Store) {
     configured(store, config()).await;
     let user = "o'neil|admin\n{x}\u{1F600}";
-    let view = store.join(user, "s1", T0).await.unwrap().view;
+    let view = store
+        .join(&JoinRequest::new(user, "s1"), T0)
+        .await
+        .unwrap()
+        .view;
     assert_eq!(view.session.user, user);
     store.tick(T0, 0).await.unwrap();
     assert_eq!(store.session("s1", None).await.unwrap().session.user, user);
@@ -1031,6 +1062,268 @@ fn assert_all_transitions(total: &TickReport) {
             && total.unclaimed > 0,
         "{total:?}"
     );
+}
+
+/// Joins `user` from `address` as a new place, or says why not.
+async fn join_from(
+    store: &dyn Store,
+    user: &str,
+    address: &str,
+    now: Millis,
+) -> Result<JoinOutcome> {
+    let sid = format!("sid-{user}");
+    store
+        .join(&JoinRequest::new(user, &sid).from_address(address), now)
+        .await
+}
+
+async fn one_address_holds_at_most_its_cap_of_live_sessions(store: &dyn Store) {
+    let limited = RoomConfig {
+        capacity: 0,
+        sessions_per_address: 3,
+        priority_share: 100,
+        ..config()
+    };
+    configured(store, limited).await;
+    for user in ["a", "b", "c"] {
+        assert!(
+            join_from(store, user, "192.0.2.1", T0)
+                .await
+                .unwrap()
+                .created
+        );
+    }
+    let full = join_from(store, "d", "192.0.2.1", T0).await.unwrap_err();
+    assert_eq!(full, QueueError::AddressFull);
+    // Nothing changed: no session, no place, no change in the stream.
+    assert_eq!(store.counts().await.unwrap().waiting, 3);
+    assert_eq!(
+        store.session("sid-d", None).await.unwrap_err(),
+        QueueError::UnknownSession
+    );
+    // A user who already holds a place gets it back whatever the limits.
+    let again = join_from(store, "a", "192.0.2.1", T0 + 1).await.unwrap();
+    assert!(!again.created);
+    // Another address is not affected.
+    assert!(
+        join_from(store, "d", "192.0.2.2", T0)
+            .await
+            .unwrap()
+            .created
+    );
+    // A session that ends frees its address's place.
+    store.leave("sid-b", T0 + 2).await.unwrap();
+    assert!(
+        join_from(store, "e", "192.0.2.1", T0 + 3)
+            .await
+            .unwrap()
+            .created
+    );
+    assert_eq!(
+        join_from(store, "f", "192.0.2.1", T0 + 3)
+            .await
+            .unwrap_err(),
+        QueueError::AddressFull
+    );
+    // Joins without an address are never limited.
+    let unlimited = store.join(&JoinRequest::new("g", "sid-g"), T0 + 4).await;
+    assert!(unlimited.unwrap().created);
+}
+
+async fn one_address_takes_new_places_at_most_at_its_rate(store: &dyn Store) {
+    let limited = RoomConfig {
+        capacity: 0,
+        joins_per_address_per_minute: 6,
+        ..config()
+    };
+    configured(store, limited).await;
+    // A burst of a minute's worth, then one place every 10 s.
+    for i in 0..6 {
+        join_from(store, &format!("u{i}"), "2001:db8::/64", T0)
+            .await
+            .unwrap();
+    }
+    let refused = join_from(store, "u6", "2001:db8::/64", T0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        QueueError::AddressRateLimited {
+            retry_after_ms: 10_000
+        }
+    );
+    assert_eq!(store.counts().await.unwrap().waiting, 6);
+    let early = join_from(store, "u6", "2001:db8::/64", T0 + 9_999).await;
+    assert_eq!(
+        early.unwrap_err(),
+        QueueError::AddressRateLimited { retry_after_ms: 1 }
+    );
+    join_from(store, "u6", "2001:db8::/64", T0 + 10_000)
+        .await
+        .unwrap();
+    // Refused attempts spend nothing, and other addresses are not affected.
+    join_from(store, "v", "2001:db8:0:1::/64", T0 + 10_000)
+        .await
+        .unwrap();
+    // After a quiet minute the whole burst is back, even across ticks that
+    // forget recovered addresses.
+    store.tick(T0 + 2 * MIN, 1).await.unwrap();
+    for i in 0..6 {
+        join_from(store, &format!("w{i}"), "2001:db8::/64", T0 + 2 * MIN)
+            .await
+            .unwrap();
+    }
+}
+
+/// Joins `user` in `lane` as a new place.
+async fn join_lane(store: &dyn Store, user: &str, lane: Lane, now: Millis) -> SessionView {
+    let sid = format!("sid-{user}");
+    let request = JoinRequest::new(user, &sid).in_lane(lane);
+    store.join(&request, now).await.unwrap().view
+}
+
+async fn positions_are_exact_inside_each_lane(store: &dyn Store) {
+    admitting_nobody(store).await;
+    let g1 = join_lane(store, "g1", Lane::General, T0).await;
+    let p1 = join_lane(store, "p1", Lane::Priority, T0).await;
+    let g2 = join_lane(store, "g2", Lane::General, T0).await;
+    let p2 = join_lane(store, "p2", Lane::Priority, T0).await;
+    assert_eq!((g1.position, g1.waiting), (Some(1), 1));
+    assert_eq!((p1.position, p1.waiting), (Some(1), 1));
+    assert_eq!((g2.position, g2.waiting), (Some(2), 2));
+    assert_eq!((p2.position, p2.waiting), (Some(2), 2));
+    assert_eq!(Lane::of_ticket(p2.session.ticket), Lane::Priority);
+    assert_eq!(join_number(p2.session.ticket), 4);
+    store.leave("sid-p1", T0 + 1).await.unwrap();
+    let p2 = store.session("sid-p2", None).await.unwrap();
+    assert_eq!((p2.position, p2.waiting), (Some(1), 1));
+    let g2 = store.session("sid-g2", None).await.unwrap();
+    assert_eq!((g2.position, g2.waiting), (Some(2), 2));
+    assert_eq!(store.counts().await.unwrap().waiting, 3);
+}
+
+async fn the_priority_lane_is_admitted_first_within_capacity(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 3,
+            ..config()
+        },
+    )
+    .await;
+    for user in ["g1", "g2"] {
+        join_lane(store, user, Lane::General, T0).await;
+    }
+    for user in ["p1", "p2"] {
+        join_lane(store, user, Lane::Priority, T0).await;
+    }
+    store.tick(T0 + 1, 1).await.unwrap();
+    for (user, active) in [("p1", true), ("p2", true), ("g1", true), ("g2", false)] {
+        assert_eq!(
+            is_active(&store.session(&format!("sid-{user}"), None).await.unwrap()),
+            active,
+            "{user}"
+        );
+    }
+    assert_eq!(store.counts().await.unwrap().active, 3);
+}
+
+async fn the_priority_lane_can_get_a_share_of_admissions(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 100,
+            admission_rate: Some(60),
+            priority_share: 25,
+            ..config()
+        },
+    )
+    .await;
+    for i in 0..8 {
+        join_lane(store, &format!("g{i}"), Lane::General, T0).await;
+        join_lane(store, &format!("p{i}"), Lane::Priority, T0).await;
+    }
+    // One admission a second: one in four goes to the priority lane.
+    let mut order = Vec::new();
+    for second in 0..8 {
+        let before: Vec<String> = order.clone();
+        store.tick(T0 + second * 1_000, 1).await.unwrap();
+        for i in 0..8 {
+            for user in [format!("g{i}"), format!("p{i}")] {
+                let view = store.session(&format!("sid-{user}"), None).await.unwrap();
+                if is_active(&view) && !before.contains(&user) {
+                    order.push(user);
+                }
+            }
+        }
+    }
+    assert_eq!(order, ["g0", "g1", "g2", "p0", "g3", "g4", "g5", "p1"]);
+}
+
+async fn an_invite_code_is_good_for_one_place(store: &dyn Store) {
+    admitting_nobody(store).await;
+    let codes = ["hash-a".to_owned(), "hash-b".to_owned()];
+    assert_eq!(store.add_invites(&codes).await.unwrap(), 2);
+    assert_eq!(store.add_invites(&codes).await.unwrap(), 0);
+    let redeem = |user: &'static str, code: &'static str| async move {
+        let sid = format!("sid-{user}");
+        let request = JoinRequest::new(user, &sid)
+            .in_lane(Lane::Priority)
+            .redeeming(code);
+        store.join(&request, T0).await
+    };
+    assert!(redeem("u1", "hash-a").await.unwrap().created);
+    // Spent, and a code never given: no place, no change.
+    assert_eq!(
+        redeem("u2", "hash-a").await.unwrap_err(),
+        QueueError::InvalidInvite
+    );
+    assert_eq!(
+        redeem("u2", "hash-z").await.unwrap_err(),
+        QueueError::InvalidInvite
+    );
+    assert_eq!(store.counts().await.unwrap().waiting, 1);
+    // The holder coming back keeps the place; the code stays spent even
+    // when the list is loaded again (a broker restarting).
+    assert!(!redeem("u1", "hash-a").await.unwrap().created);
+    assert_eq!(store.add_invites(&codes).await.unwrap(), 0);
+    assert_eq!(
+        redeem("u3", "hash-a").await.unwrap_err(),
+        QueueError::InvalidInvite
+    );
+    assert!(redeem("u3", "hash-b").await.unwrap().created);
+}
+
+async fn a_random_room_shuffles_each_lane_on_its_own(store: &dyn Store) {
+    configured(
+        store,
+        RoomConfig {
+            capacity: 0,
+            queueing: Queueing::Random,
+            opens_at: Some(T0 + MIN),
+            ..config()
+        },
+    )
+    .await;
+    for i in 0..20 {
+        let lane = if i % 2 == 0 {
+            Lane::General
+        } else {
+            Lane::Priority
+        };
+        join_lane(store, &format!("u{i}"), lane, T0).await;
+    }
+    store.tick(T0 + MIN, 42).await.unwrap();
+    for i in 0..20 {
+        let view = store.session(&format!("sid-u{i}"), None).await.unwrap();
+        let lane = if i % 2 == 0 {
+            Lane::General
+        } else {
+            Lane::Priority
+        };
+        assert_eq!(Lane::of_ticket(view.session.ticket), lane);
+        assert_eq!(view.waiting, 10);
+    }
 }
 
 macro_rules! conformance {
@@ -1080,6 +1373,13 @@ conformance!(
     configuration_round_trips,
     older_revisions_never_replace_newer_rules,
     join_is_idempotent_and_positions_are_exact,
+    one_address_holds_at_most_its_cap_of_live_sessions,
+    one_address_takes_new_places_at_most_at_its_rate,
+    positions_are_exact_inside_each_lane,
+    the_priority_lane_is_admitted_first_within_capacity,
+    the_priority_lane_can_get_a_share_of_admissions,
+    an_invite_code_is_good_for_one_place,
+    a_random_room_shuffles_each_lane_on_its_own,
     admission_follows_tickets_and_never_exceeds_capacity,
     completing_frees_the_slot_at_once,
     revoking_frees_the_slot_and_tells_the_change_stream,

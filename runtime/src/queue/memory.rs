@@ -51,9 +51,75 @@ struct Room {
     brokers: HashMap<String, (u64, Millis)>,
     /// The room was purged since it was last configured.
     purged: bool,
+    addresses: AddressLimits,
+    /// Hashes of invite codes good for one join, and of those redeemed.
+    invites: HashSet<String>,
+    redeemed: HashSet<String>,
+    /// The priority lane's share of admissions not given yet (0 to 1).
+    lane_credit: f64,
     /// Spent proof-of-work challenges, and the same by expiry to forget them.
     spent_proofs: HashSet<String>,
     spent_proofs_expiry: BTreeSet<(Millis, String)>,
+}
+
+/// The per-address limits' state, as `lua/join.lua` keeps it.
+#[derive(Default)]
+struct AddressLimits {
+    /// address -> when its join rate allows the next new place.
+    next_place_at: HashMap<String, f64>,
+    /// address -> live sessions.
+    live: HashMap<String, u64>,
+    /// sid -> the address it counts against.
+    of_session: HashMap<String, String>,
+}
+
+impl AddressLimits {
+    /// Whether `address` may take one more place now; if so, spends it.
+    fn take_place(&mut self, address: &str, config: &RoomConfig, now: Millis) -> Result<()> {
+        let cap = config.sessions_per_address;
+        if cap > 0 && self.live.get(address).copied().unwrap_or(0) >= cap {
+            return Err(QueueError::AddressFull);
+        }
+        let rate = config.joins_per_address_per_minute;
+        if rate > 0 {
+            let interval = RATE_WINDOW_MS as f64 / rate as f64;
+            let next_at = self
+                .next_place_at
+                .get(address)
+                .map_or(now as f64, |&at| at.max(now as f64))
+                + interval;
+            let ahead = next_at - now as f64;
+            if ahead > RATE_WINDOW_MS as f64 {
+                return Err(QueueError::AddressRateLimited {
+                    retry_after_ms: (ahead - RATE_WINDOW_MS as f64).ceil() as Millis,
+                });
+            }
+            self.next_place_at.insert(address.to_owned(), next_at);
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, sid: &str, address: &str) {
+        self.of_session.insert(sid.to_owned(), address.to_owned());
+        *self.live.entry(address.to_owned()).or_default() += 1;
+    }
+
+    fn release(&mut self, sid: &str) {
+        let Some(address) = self.of_session.remove(sid) else {
+            return;
+        };
+        if let Some(live) = self.live.get_mut(&address) {
+            *live = live.saturating_sub(1);
+            if *live == 0 {
+                self.live.remove(&address);
+            }
+        }
+    }
+
+    /// Forgets addresses whose join rate has fully recovered.
+    fn forget_recovered(&mut self, now: Millis) {
+        self.next_place_at.retain(|_, at| *at > now as f64);
+    }
 }
 
 impl MemoryStore {
@@ -98,14 +164,17 @@ impl Room {
 
     fn view(&self, sid: &str) -> Result<SessionView> {
         let session = self.sessions.get(sid).ok_or(QueueError::UnknownSession)?;
+        let lane = Lane::of_ticket(session.ticket).tickets();
         let position = match session.state {
-            SessionState::Waiting => Some(self.waiting.range(..session.ticket).count() as u64 + 1),
+            SessionState::Waiting => {
+                Some(self.waiting.range(lane.start..session.ticket).count() as u64 + 1)
+            }
             _ => None,
         };
         Ok(SessionView {
             session: session.clone(),
             position,
-            waiting: self.waiting.len() as u64,
+            waiting: self.waiting.range(lane).count() as u64,
         })
     }
 
@@ -118,6 +187,7 @@ impl Room {
             self.users.remove(&session.user);
         }
         self.closed.insert((now, sid.to_owned()));
+        self.addresses.release(sid);
     }
 
     fn remove_waiting(&mut self, sid: &str, reason: CloseReason, now: Millis) {
@@ -170,16 +240,33 @@ impl Room {
         });
     }
 
-    /// Admits up to `n` sessions from the front of the line; returns how many.
+    /// Admits up to `n` sessions from the front of the lanes, sharing
+    /// them as `admit_front` in `lua/common.lua` does; returns how many.
     fn admit_front(&mut self, n: u64, config: &RoomConfig, now: Millis) -> u64 {
-        let admitting: Vec<_> = self.waiting.values().take(n as usize).cloned().collect();
-        for sid in &admitting {
-            let ticket = self.sessions[sid].ticket;
-            self.waiting.remove(&ticket);
-            self.seen.remove(sid);
-            self.admit(sid, config, now);
+        let priority_waiting = self.waiting.range(Lane::Priority.tickets()).count() as u64;
+        let general_waiting = self.waiting.len() as u64 - priority_waiting;
+        let credit = self.lane_credit + n as f64 * f64::from(config.priority_share) / 100.0;
+        let from_priority = priority_waiting.min(n).min(credit.floor() as u64);
+        let from_general = general_waiting.min(n - from_priority);
+        let from_priority = priority_waiting.min(n - from_general);
+        self.lane_credit = (credit - from_priority as f64).clamp(0.0, 1.0);
+        for (lane, count) in [
+            (Lane::Priority, from_priority),
+            (Lane::General, from_general),
+        ] {
+            let admitting: Vec<(u64, String)> = self
+                .waiting
+                .range(lane.tickets())
+                .take(count as usize)
+                .map(|(ticket, sid)| (*ticket, sid.clone()))
+                .collect();
+            for (ticket, sid) in admitting {
+                self.waiting.remove(&ticket);
+                self.seen.remove(&sid);
+                self.admit(&sid, config, now);
+            }
         }
-        admitting.len() as u64
+        from_priority + from_general
     }
 
     /// Like `lua/admit_now.lua`.
@@ -272,6 +359,8 @@ impl Room {
             self.remove_waiting(&sid, CloseReason::Abandoned, now);
             report.abandoned += 1;
         }
+
+        self.addresses.forget_recovered(now);
 
         let forget: Vec<_> = self
             .closed
@@ -368,21 +457,33 @@ impl Room {
         })
     }
 
-    /// Deals the line's tickets out again in a random order.
+    /// Deals each lane's tickets out again in a random order.
     fn shuffle_line(&mut self, seed: u64) {
-        let tickets: Vec<u64> = self.waiting.keys().copied().collect();
-        let mut sids: Vec<String> = self.waiting.values().cloned().collect();
-        shuffle(&mut sids, seed);
-        self.waiting.clear();
-        for (ticket, sid) in tickets.into_iter().zip(sids) {
-            if let Some(session) = self.sessions.get_mut(&sid) {
-                session.ticket = ticket;
+        for lane in [Lane::General, Lane::Priority] {
+            let tickets: Vec<u64> = self
+                .waiting
+                .range(lane.tickets())
+                .map(|(t, _)| *t)
+                .collect();
+            let mut sids: Vec<String> = tickets.iter().map(|t| self.waiting[t].clone()).collect();
+            shuffle(&mut sids, seed);
+            for (ticket, sid) in tickets.into_iter().zip(sids) {
+                if let Some(session) = self.sessions.get_mut(&sid) {
+                    session.ticket = ticket;
+                }
+                self.waiting.insert(ticket, sid);
             }
-            self.waiting.insert(ticket, sid);
         }
     }
 
-    fn join(&mut self, user: &str, new_sid: &str, now: Millis) -> Result<JoinOutcome> {
+    fn join(&mut self, request: &JoinRequest<'_>, now: Millis) -> Result<JoinOutcome> {
+        let JoinRequest {
+            user,
+            new_sid,
+            address,
+            lane,
+            invite,
+        } = *request;
         let config = self.config()?;
         if let Some(sid) = self.users.get(user).cloned() {
             if let Some(seen) = self.seen.get_mut(&sid) {
@@ -399,8 +500,23 @@ impl Room {
         if config.closes_at.is_some_and(|at| now >= at) {
             return Err(QueueError::RoomClosed);
         }
+        // Every check comes before any change, so a refused join changes nothing.
+        if invite.is_some_and(|code| !self.invites.contains(code)) {
+            return Err(QueueError::InvalidInvite);
+        }
+        if let Some(address) = address {
+            self.addresses.take_place(address, &config, now)?;
+            self.addresses.count(new_sid, address);
+        }
+        if let Some(code) = invite {
+            self.invites.remove(code);
+            self.redeemed.insert(code.to_owned());
+        }
         self.next_ticket += 1;
-        let ticket = self.next_ticket;
+        let ticket = match lane {
+            Lane::General => self.next_ticket,
+            Lane::Priority => PRIORITY_BASE + self.next_ticket,
+        };
         self.users.insert(user.to_owned(), new_sid.to_owned());
         self.sessions.insert(
             new_sid.to_owned(),
@@ -540,8 +656,15 @@ impl Store for MemoryStore {
         Ok(self.with_room(|r| r.config.clone()))
     }
 
-    async fn join(&self, user: &str, new_sid: &str, now: Millis) -> Result<JoinOutcome> {
-        self.with_room(|r| r.join(user, new_sid, now))
+    async fn join(&self, request: &JoinRequest<'_>, now: Millis) -> Result<JoinOutcome> {
+        self.with_room(|r| r.join(request, now))
+    }
+
+    async fn add_invites(&self, hashes: &[String]) -> Result<u64> {
+        self.with_room(|r| {
+            let fresh = hashes.iter().filter(|h| !r.redeemed.contains(*h));
+            Ok(fresh.filter(|h| r.invites.insert((*h).clone())).count() as u64)
+        })
     }
 
     async fn session(&self, sid: &str, touch: Option<Millis>) -> Result<SessionView> {

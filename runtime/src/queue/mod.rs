@@ -7,6 +7,7 @@
 //! Time is always passed in by the caller (`now`, Unix milliseconds), so the
 //! semantics are deterministic and testable.
 
+mod lane;
 mod memory;
 mod redis_store;
 mod shuffle;
@@ -16,6 +17,7 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::lane::{Lane, PRIORITY_BASE, join_number};
 pub use self::memory::MemoryStore;
 pub use self::redis_store::{RedisStore, room_key_prefix};
 
@@ -120,6 +122,16 @@ pub struct RoomConfig {
     pub max_session_duration_ms: Millis,
     /// Shown to everyone waiting (SSE `message`); empty = none.
     pub message: String,
+    /// Most new places one address may take per minute (a burst of that
+    /// many, then evenly spread); 0 = unlimited.
+    pub joins_per_address_per_minute: u64,
+    /// Most live (waiting or admitted) sessions one address may hold at
+    /// once; 0 = unlimited.
+    pub sessions_per_address: u64,
+    /// Percent of admissions that go to the priority lane while both lanes
+    /// wait (the other lane takes what one cannot use); 100 = the priority
+    /// lane is admitted strictly first.
+    pub priority_share: u8,
     /// Rules of a lower revision never replace these (0 when unversioned).
     pub revision: u64,
     /// Leading zero bits a newcomer's proof of work must reach (see
@@ -186,7 +198,8 @@ pub enum SessionState {
 pub struct Session {
     pub id: String,
     pub user: String,
-    /// Order key: lower tickets are admitted first.
+    /// Order key inside its lane: lower tickets are admitted first. It
+    /// carries the lane ([`Lane::of_ticket`]).
     pub ticket: u64,
     pub state: SessionState,
 }
@@ -195,10 +208,58 @@ pub struct Session {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionView {
     pub session: Session,
-    /// 1 + waiting sessions with an earlier ticket; `None` unless waiting.
+    /// 1 + waiting sessions of its lane with an earlier ticket; `None`
+    /// unless waiting.
     pub position: Option<u64>,
-    /// Sessions waiting in the room.
+    /// Sessions waiting in its lane.
     pub waiting: u64,
+}
+
+/// One visitor asking for a place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinRequest<'a> {
+    pub user: &'a str,
+    /// The id the session gets if one is created.
+    pub new_sid: &'a str,
+    /// What the per-address limits count the visitor as (an IPv4 address
+    /// or an IPv6 network); `None` = not limited.
+    pub address: Option<&'a str>,
+    /// The lane a new place waits in.
+    pub lane: Lane,
+    /// The hash of an invite code this join redeems ([`Store::add_invites`]);
+    /// a join with a code that is not good takes no place.
+    pub invite: Option<&'a str>,
+}
+
+impl<'a> JoinRequest<'a> {
+    /// A join the per-address limits do not apply to.
+    pub fn new(user: &'a str, new_sid: &'a str) -> Self {
+        JoinRequest {
+            user,
+            new_sid,
+            address: None,
+            lane: Lane::General,
+            invite: None,
+        }
+    }
+
+    pub fn in_lane(self, lane: Lane) -> Self {
+        JoinRequest { lane, ..self }
+    }
+
+    pub fn redeeming(self, invite_hash: &'a str) -> Self {
+        JoinRequest {
+            invite: Some(invite_hash),
+            ..self
+        }
+    }
+
+    pub fn from_address(self, address: &'a str) -> Self {
+        JoinRequest {
+            address: Some(address),
+            ..self
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -316,6 +377,12 @@ pub enum QueueError {
     Rejected,
     #[error("the room is closed")]
     RoomClosed,
+    #[error("too many new places from this address; try again in {retry_after_ms} ms")]
+    AddressRateLimited { retry_after_ms: Millis },
+    #[error("this address already holds as many places as one address may")]
+    AddressFull,
+    #[error("the invite code is not valid, or was used already")]
+    InvalidInvite,
     #[error("no such session")]
     UnknownSession,
     #[error("the session is not active")]
@@ -341,9 +408,17 @@ pub trait Store: Send + Sync + 'static {
     async fn restore(&self, config: &RoomConfig) -> Result<bool>;
     /// The room's configuration, if it has one.
     async fn config(&self) -> Result<Option<RoomConfig>>;
-    /// Joins `user`, idempotently: a user with a live session gets it back.
-    /// `new_sid` is the id used if a session is created.
-    async fn join(&self, user: &str, new_sid: &str, now: Millis) -> Result<JoinOutcome>;
+    /// Joins the request's user, idempotently: a user with a live session
+    /// gets it back, whatever the limits. A new place counts against the
+    /// request's address: at most [`RoomConfig::sessions_per_address`]
+    /// live sessions (`AddressFull`), and at most
+    /// [`RoomConfig::joins_per_address_per_minute`] new places a minute
+    /// (`AddressRateLimited`, saying when the next one would be allowed).
+    /// A refused join changes nothing.
+    async fn join(&self, request: &JoinRequest<'_>, now: Millis) -> Result<JoinOutcome>;
+    /// Makes invite codes (their hashes) good for one join each; a code
+    /// redeemed before stays spent. Returns how many were new.
+    async fn add_invites(&self, hashes: &[String]) -> Result<u64>;
     /// Reads a session; with `touch`, also records the user as present.
     async fn session(&self, sid: &str, touch: Option<Millis>) -> Result<SessionView>;
     /// Leaves the line or gives up the slot. Leaving twice is harmless.
@@ -433,6 +508,9 @@ impl RoomConfig {
             claim_window_ms: 0,
             max_session_duration_ms: 0,
             message: String::new(),
+            joins_per_address_per_minute: 0,
+            sessions_per_address: 0,
+            priority_share: 100,
             revision: 0,
             proof_of_work_bits: 0,
         }

@@ -27,7 +27,7 @@ const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The keys every script receives, in the order `lua/common.lua` names them.
-const SCRIPT_KEYS: [&str; 13] = [
+const SCRIPT_KEYS: [&str; 18] = [
     "cfg",
     "meta",
     "users",
@@ -40,6 +40,11 @@ const SCRIPT_KEYS: [&str; 13] = [
     "events",
     "purged",
     "unclaimed",
+    "addr_rate",
+    "addr_live",
+    "sid_addr",
+    "invites",
+    "redeemed",
     "proofs",
 ];
 /// How long a purged room's mark stops its leftover processes from
@@ -49,6 +54,7 @@ const PURGED_MARK_SECONDS: u64 = 86_400;
 struct Scripts {
     configure: Script,
     join: Script,
+    add_invites: Script,
     session: Script,
     leave: Script,
     finish: Script,
@@ -68,6 +74,7 @@ impl Scripts {
         Scripts {
             configure: with_common(include_str!("lua/configure.lua")),
             join: with_common(include_str!("lua/join.lua")),
+            add_invites: with_common(include_str!("lua/add_invites.lua")),
             session: with_common(include_str!("lua/session.lua")),
             leave: with_common(include_str!("lua/leave.lua")),
             finish: with_common(include_str!("lua/finish.lua")),
@@ -125,6 +132,8 @@ fn check_status(reply: &[Value]) -> Result<()> {
         "room_closed" => Err(QueueError::RoomClosed),
         "unknown_session" => Err(QueueError::UnknownSession),
         "not_active" => Err(QueueError::NotActive),
+        "address_full" => Err(QueueError::AddressFull),
+        "invalid_invite" => Err(QueueError::InvalidInvite),
         other => Err(malformed(format!("unknown status {other:?}"))),
     }
 }
@@ -286,22 +295,31 @@ impl RedisStore {
 
     /// Runs `lua/configure.lua` in `mode` (`start` or `restore`).
     async fn write_rules(&self, c: &RoomConfig, mode: &str) -> Result<bool> {
-        let args = [
-            c.capacity.to_string(),
-            c.admission_rate.unwrap_or(0).to_string(),
-            c.session_duration_ms.to_string(),
-            c.queueing.as_str().to_owned(),
-            c.opens_at.unwrap_or(0).to_string(),
-            c.closes_at.unwrap_or(0).to_string(),
-            if c.paused { "1" } else { "0" }.to_owned(),
-            c.abandon_timeout_ms.to_string(),
-            c.claim_window_ms.to_string(),
-            c.max_session_duration_ms.to_string(),
-            c.message.clone(),
-            c.revision.to_string(),
-            mode.to_owned(),
-            c.proof_of_work_bits.to_string(),
+        let fields = [
+            ("capacity", c.capacity.to_string()),
+            ("rate", c.admission_rate.unwrap_or(0).to_string()),
+            ("session_ms", c.session_duration_ms.to_string()),
+            ("mode", c.queueing.as_str().to_owned()),
+            ("opens_at", c.opens_at.unwrap_or(0).to_string()),
+            ("closes_at", c.closes_at.unwrap_or(0).to_string()),
+            ("paused", if c.paused { "1" } else { "0" }.to_owned()),
+            ("abandon_ms", c.abandon_timeout_ms.to_string()),
+            ("claim_ms", c.claim_window_ms.to_string()),
+            ("max_session_ms", c.max_session_duration_ms.to_string()),
+            ("message", c.message.clone()),
+            ("addr_rate", c.joins_per_address_per_minute.to_string()),
+            ("addr_live", c.sessions_per_address.to_string()),
+            ("priority_share", c.priority_share.to_string()),
+            ("pow_bits", c.proof_of_work_bits.to_string()),
         ];
+        let args: Vec<String> = [mode.to_owned(), c.revision.to_string()]
+            .into_iter()
+            .chain(
+                fields
+                    .into_iter()
+                    .flat_map(|(name, value)| [name.to_owned(), value]),
+            )
+            .collect();
         let reply = self.run(&self.scripts.configure, &args).await?;
         check_status(&reply)?;
         Ok(field::<i64>(&reply, 1)? == 1)
@@ -342,6 +360,8 @@ impl Store for RedisStore {
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| malformed(format!("config field {name}")))
         };
+        // 0 when absent: rules written before the setting existed.
+        let optional_num = |name: &str| map.get(name).map_or(Ok(0), |_| num(name));
         let optional = |v: i64| (v > 0).then_some(v);
         Ok(Some(RoomConfig {
             capacity: num("capacity")? as u64,
@@ -355,30 +375,53 @@ impl Store for RedisStore {
             closes_at: optional(num("closes_at")?),
             paused: num("paused")? == 1,
             abandon_timeout_ms: num("abandon_ms")?,
-            // Absent in rules written before these settings existed.
-            claim_window_ms: map.get("claim_ms").map_or(Ok(0), |_| num("claim_ms"))?,
-            max_session_duration_ms: map
-                .get("max_session_ms")
-                .map_or(Ok(0), |_| num("max_session_ms"))?,
+            claim_window_ms: optional_num("claim_ms")?,
+            max_session_duration_ms: optional_num("max_session_ms")?,
             message: map.get("message").cloned().unwrap_or_default(),
+            joins_per_address_per_minute: optional_num("addr_rate")? as u64,
+            sessions_per_address: optional_num("addr_live")? as u64,
+            priority_share: map
+                .get("priority_share")
+                .map_or(Ok(100), |_| num("priority_share"))?
+                .clamp(0, 100) as u8,
             revision: num("revision")? as u64,
-            proof_of_work_bits: map
-                .get("pow_bits")
-                .map_or(Ok(0), |_| num("pow_bits"))?
+            proof_of_work_bits: optional_num("pow_bits")?
                 .clamp(0, i64::from(crate::pow::MAX_DIFFICULTY))
                 as u8,
         }))
     }
 
-    async fn join(&self, user: &str, new_sid: &str, now: Millis) -> Result<JoinOutcome> {
-        let args = [now.to_string(), user.to_owned(), new_sid.to_owned()];
+    async fn join(&self, request: &JoinRequest<'_>, now: Millis) -> Result<JoinOutcome> {
+        let args = [
+            now.to_string(),
+            request.user.to_owned(),
+            request.new_sid.to_owned(),
+            request.address.unwrap_or_default().to_owned(),
+            request.lane.code().to_owned(),
+            request.invite.unwrap_or_default().to_owned(),
+        ];
         let reply = self.run(&self.scripts.join, &args).await?;
+        if field::<String>(&reply, 0)? == "address_rate" {
+            return Err(QueueError::AddressRateLimited {
+                retry_after_ms: field(&reply, 1)?,
+            });
+        }
         let view = decode_session(&reply)?;
         let created: i64 = field(&reply, 10)?;
         Ok(JoinOutcome {
             view,
             created: created == 1,
         })
+    }
+
+    async fn add_invites(&self, hashes: &[String]) -> Result<u64> {
+        let mut added = 0;
+        for chunk in hashes.chunks(TICK_BATCH) {
+            let reply = self.run(&self.scripts.add_invites, chunk).await?;
+            check_status(&reply)?;
+            added += field::<u64>(&reply, 1)?;
+        }
+        Ok(added)
     }
 
     async fn session(&self, sid: &str, touch: Option<Millis>) -> Result<SessionView> {

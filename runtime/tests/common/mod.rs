@@ -97,6 +97,10 @@ impl Room {
             ("USHER_REDIS_URL", redis.url()),
             ("USHER_TOKEN_KEY", key_path.display().to_string()),
             ("USHER_LOG", "warn".to_owned()),
+            // Every test visitor comes from 127.0.0.1 unless a test says
+            // otherwise: no per-address limits by default.
+            ("USHER_JOINS_PER_ADDRESS", "0".to_owned()),
+            ("USHER_SESSIONS_PER_ADDRESS", "0".to_owned()),
             // Joins here are plain HTTP; tests of the proof of work ask for it.
             ("USHER_PROOF_OF_WORK", "0".to_owned()),
         ]
@@ -444,4 +448,28 @@ impl SseClient {
             }
         }
     }
+}
+
+/// The shop's checkout key in tests.
+pub const CHECKOUT_KEY: &str = "k3y-0f-the-shop-9d1f0c7e2b6a4d58af31c0e9b7d2a6f4";
+
+/// Writes the checkout key next to the room's entry-token key and returns
+/// the environment that hands it to a broker.
+pub fn checkout_env(room: &Room) -> [(&'static str, String); 1] {
+    let path = room.key_path.with_file_name("checkout.key");
+    std::fs::write(&path, format!("{CHECKOUT_KEY}\n")).unwrap();
+    [("USHER_CHECKOUT_KEY", path.display().to_string())]
+}
+
+/// POSTs `body` (sent as JSON) to the checkout's `action`, with `key` as the
+/// Bearer token.
+pub async fn call(base: &str, action: &str, key: Option<&str>, body: &str) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/v1/rooms/{ROOM}/checkout/{action}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap()
 }

@@ -3,12 +3,12 @@
 //! stream takes the connection over until it ends. Every wait is bounded,
 //! whichever request of the connection it is.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -18,6 +18,7 @@ use tower::ServiceExt as _;
 
 use super::body::{self, MAX_BODY};
 use super::head::{self, BodyLength, RequestHead};
+use crate::broker::client_address::Peer;
 use crate::broker::error::ApiError;
 use crate::broker::events::StreamHandoff;
 use crate::metrics::Metrics;
@@ -45,24 +46,18 @@ pub struct Connection<S> {
     buffer: Vec<u8>,
     /// [`WRITE_TIMEOUT`], shorter in tests.
     write_timeout: Duration,
-    /// The peer's address, given to every request as `ConnectInfo<IpAddr>`.
-    peer: Option<IpAddr>,
+    /// The client's end of the connection, given to every request.
+    peer: Option<Peer>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    pub fn new(io: S) -> Self {
+    pub fn new(io: S, peer: Option<SocketAddr>) -> Self {
         Connection {
             io,
             buffer: Vec::new(),
             write_timeout: WRITE_TIMEOUT,
-            peer: None,
+            peer: peer.map(Peer),
         }
-    }
-
-    /// Tells requests that they come from `peer`.
-    pub fn with_peer(mut self, peer: Option<IpAddr>) -> Self {
-        self.peer = peer;
-        self
     }
 
     /// Serves requests until the connection ends. Returns the connection
@@ -277,15 +272,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-fn request(head: RequestHead, body: Bytes, peer: Option<IpAddr>) -> Request {
+fn request(head: RequestHead, body: Bytes, peer: Option<Peer>) -> Request {
     let mut request = Request::new(Body::from(body));
+    if let Some(peer) = peer {
+        request.extensions_mut().insert(peer);
+    }
     *request.method_mut() = head.method;
     *request.uri_mut() = head.uri;
     *request.version_mut() = head.version;
     *request.headers_mut() = head.headers;
-    if let Some(peer) = peer {
-        request.extensions_mut().insert(ConnectInfo(peer));
-    }
     request
 }
 
@@ -338,7 +333,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
         let (server, _client) = tokio::io::duplex(64);
-        let mut connection = Connection::new(server);
+        let mut connection = Connection::new(server, None);
         connection.write_timeout = Duration::from_millis(50);
         connection.write(&[b'x'; 64]).await.unwrap();
         let error = connection.write(&[b'x'; 1]).await.unwrap_err();

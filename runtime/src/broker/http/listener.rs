@@ -42,7 +42,7 @@ pub async fn serve(
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let (router, metrics, shutdown, open) = (
                     router.clone(),
                     Arc::clone(&metrics),
@@ -51,7 +51,7 @@ pub async fn serve(
                 );
                 open.fetch_add(1, Relaxed);
                 tokio::spawn(async move {
-                    handle(stream, router, metrics, shutdown).await;
+                    handle(stream, peer, router, metrics, shutdown).await;
                     open.fetch_sub(1, Relaxed);
                 });
             }
@@ -73,6 +73,7 @@ pub async fn serve(
 
 async fn handle(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
@@ -81,9 +82,8 @@ async fn handle(
     detect_dead_peers(&stream);
     // Boxed, so a held stream does not keep the request phase's memory:
     // its state lives in this task's future only until it is done.
-    let peer = stream.peer_addr().ok().map(|addr| addr.ip());
-    let connection = Connection::new(stream).with_peer(peer);
-    let served = Box::pin(connection.serve(&router, &metrics, shutdown)).await;
+    let served =
+        Box::pin(Connection::new(stream, Some(peer)).serve(&router, &metrics, shutdown)).await;
     drop((router, metrics));
     if let Some((connection, head, handoff)) = served
         && let Some(feed) = handoff.take()

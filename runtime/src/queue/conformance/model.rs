@@ -373,6 +373,9 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         claim_window_ms: if seed % 3 == 2 { 0 } else { 40_000 },
         max_session_duration_ms: if seed.is_multiple_of(2) { 150_000 } else { 0 },
         message: String::new(),
+        joins_per_address_per_minute: 0,
+        sessions_per_address: 0,
+        priority_share: 100,
         revision: 0,
         proof_of_work_bits: 0,
     };
@@ -402,7 +405,7 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
             0..=34 => {
                 let user = format!("user{}", rng.gen_range(0..12));
                 let sid = format!("{room_tag}{step}");
-                let got = store.join(&user, &sid, now).await;
+                let got = store.join(&JoinRequest::new(&user, &sid), now).await;
                 let want = model.join(&user, &sid, now);
                 assert_eq!(got, want, "join {user}: {context}");
                 if matches!(got, Ok(JoinOutcome { created: true, .. })) {

@@ -40,6 +40,9 @@ for _, sid in ipairs(gone) do
   abandoned = abandoned + 1
 end
 
+-- Addresses whose join rate has fully recovered are forgotten.
+redis.call('ZREMRANGEBYSCORE', K_ADDR_RATE, '-inf', now)
+
 -- Closed sessions are remembered for a while, then forgotten.
 -- Kept at least as long as an entry token of theirs could still be valid.
 local old = redis.call('ZRANGEBYSCORE', K_CLOSED, '-inf', now - math.max(CLOSED_RETENTION_MS, cfg.session_ms), 'LIMIT', 0, BATCH)
@@ -66,25 +69,28 @@ end
 if redis.call('HGET', K_META, 'opened') ~= '1' then
   redis.call('HSET', K_META, 'opened', '1')
   if cfg.mode == 'Random' then
-    local flat = redis.call('ZRANGE', K_WAITING, 0, -1, 'WITHSCORES')
-    local sids, tickets = {}, {}
-    for i = 1, #flat, 2 do
-      sids[#sids + 1] = flat[i]
-      tickets[#tickets + 1] = tonumber(flat[i + 1])
-    end
-    -- Park-Miller generator and Fisher-Yates, exactly as queue/shuffle.rs.
-    local x = seed % 2147483647
-    if x == 0 then x = 1 end
-    for i = #sids, 2, -1 do
-      x = (x * 48271) % 2147483647
-      local j = (x % i) + 1
-      sids[i], sids[j] = sids[j], sids[i]
-    end
-    for i = 1, #sids do
-      redis.call('ZADD', K_WAITING, tickets[i], sids[i])
-      local s = load_session(sids[i])
-      s.ticket = tickets[i]
-      save_session(s)
+    -- Each lane is dealt out on its own, with the same seed.
+    for _, lane in ipairs({ { '-inf', '(' .. int(PRIORITY_BASE) }, { int(PRIORITY_BASE), '+inf' } }) do
+      local flat = redis.call('ZRANGEBYSCORE', K_WAITING, lane[1], lane[2], 'WITHSCORES')
+      local sids, tickets = {}, {}
+      for i = 1, #flat, 2 do
+        sids[#sids + 1] = flat[i]
+        tickets[#tickets + 1] = tonumber(flat[i + 1])
+      end
+      -- Park-Miller generator and Fisher-Yates, exactly as queue/shuffle.rs.
+      local x = seed % 2147483647
+      if x == 0 then x = 1 end
+      for i = #sids, 2, -1 do
+        x = (x * 48271) % 2147483647
+        local j = (x % i) + 1
+        sids[i], sids[j] = sids[j], sids[i]
+      end
+      for i = 1, #sids do
+        redis.call('ZADD', K_WAITING, tickets[i], sids[i])
+        local s = load_session(sids[i])
+        s.ticket = tickets[i]
+        save_session(s)
+      end
     end
   end
   emit('o')
