@@ -20,9 +20,9 @@ pub const CHALLENGE_TTL_MS: Millis = 120_000;
 /// The hardest difficulty a room may ask (about 2^28 hashes on average).
 pub const MAX_DIFFICULTY: u8 = 28;
 /// The difficulty of anonymous rooms unless their rules say otherwise: a
-/// median solve of half a second to a second in the waiting page (headless
-/// Chromium on a shared 2-core server, 1.5 to 3 million hashes a second;
-/// phones are a few times slower).
+/// median solve of 0.3 to 0.9 s in the waiting page (headless Chromium on
+/// a shared 2-core server, 1.5 to 3 million hashes a second; phones are a
+/// few times slower).
 pub const DEFAULT_DIFFICULTY: u8 = 21;
 
 const VERSION: &str = "v1";
