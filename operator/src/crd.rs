@@ -161,6 +161,47 @@ pub struct BotsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 128))]
     pub ipv6_prefix: Option<i32>,
+    /// The proof of work a newcomer's browser solves before joining (the
+    /// waiting page does it by itself). Asked of anonymous visitors only:
+    /// with platform JWTs the platform names every visitor. Absent: the
+    /// default difficulty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_of_work: Option<ProofOfWork>,
+    /// A human check (Turnstile, hCaptcha, reCAPTCHA or any `siteverify`
+    /// verifier) a newcomer passes before joining: the join carries the
+    /// widget's token as `humanToken`, which the brokers verify. Absent:
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human_check: Option<HumanCheck>,
+}
+
+/// How hard the proof of work is. A rule: a change reaches the brokers at
+/// once, with no pod rolled (raise it during an attack).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProofOfWork {
+    /// Leading zero bits the solution's SHA-256 must have: 0 (none) to 28.
+    /// Each bit doubles the work; the default takes a browser half a
+    /// second to a second.
+    #[serde(default = "default_difficulty")]
+    #[schemars(range(min = 0, max = 28))]
+    pub difficulty: i32,
+}
+
+fn default_difficulty() -> i32 {
+    i32::from(usher_runtime::pow::DEFAULT_DIFFICULTY)
+}
+
+/// Where the brokers verify human-check tokens.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HumanCheck {
+    /// The verifier's `siteverify` URL, e.g.
+    /// `https://challenges.cloudflare.com/turnstile/v0/siteverify`.
+    #[schemars(length(max = 2048), pattern(VERIFIER_URL))]
+    pub url: String,
+    /// The Secret key holding the site's secret for the verifier.
+    pub secret_ref: SecretKeySelector,
 }
 
 /// Per-address limits; 0 turns a limit off.
@@ -255,6 +296,10 @@ const WAITING_PAGE: &str = r"^(/([^/?#\\\s][^?#\\\s]*)?|https?://[a-z0-9]([-a-z0
 /// An origin as the runtime reads `USHER_RETURN_ORIGINS`: `http(s)://host`,
 /// with a port from 1 to 65535 at most, nothing else.
 const ORIGIN: &str = r"^https?://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/?$";
+
+/// A verifier's URL as the runtime reads `USHER_HUMAN_CHECK_URL`: http(s),
+/// a host, a port from 1 to 65535 at most, then any path and query.
+const VERIFIER_URL: &str = r"^https?://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[^\s#]*)?$";
 
 /// An RFC 3339 instant as the runtime reads it: UTC (`Z` or `+00:00`), in
 /// the years 1970 to 9999.
@@ -577,6 +622,33 @@ mod tests {
     }
 
     #[test]
+    fn the_schema_takes_only_verifiers_the_runtime_takes() {
+        let pattern = regex::Regex::new(VERIFIER_URL).unwrap();
+        for (url, accepted) in [
+            (
+                "https://challenges.cloudflare.com/turnstile/v0/siteverify",
+                true,
+            ),
+            ("https://hcaptcha.com/siteverify", true),
+            ("http://127.0.0.1:8088/siteverify?site=shop", true),
+            ("https://verifier.example", true),
+            ("https://verifier.example:65536/siteverify", false),
+            ("https://user@verifier.example/", false),
+            ("ftp://verifier.example/", false),
+            ("https:///siteverify", false),
+            ("https://verifier.example/site verify", false),
+        ] {
+            assert_eq!(pattern.is_match(url), accepted, "schema: {url}");
+            if accepted {
+                assert!(
+                    usher_runtime::config::parse_http_url(url).is_ok(),
+                    "runtime: {url}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_schema_refuses_the_instants_the_runtime_refuses() {
         let pattern = regex::Regex::new(UTC_INSTANT).unwrap();
         for (instant, accepted) in [
@@ -629,6 +701,22 @@ mod tests {
         assert!(parse_claim_window(&format!("{}ms", shortest * 1000 - 1)).is_err());
         assert!(parse_claim_window(&format!("{}h", longest / 3600)).is_ok());
         assert!(parse_claim_window(&format!("{}h1ms", longest / 3600)).is_err());
+    }
+
+    #[test]
+    fn the_schema_bounds_the_proof_of_work_as_the_runtime_does() {
+        use usher_runtime::pow::{DEFAULT_DIFFICULTY, MAX_DIFFICULTY};
+        let schema = serde_json::to_value(schemars::schema_for!(ProofOfWork)).unwrap();
+        let difficulty = &schema["properties"]["difficulty"];
+        assert_eq!(difficulty["minimum"], 0);
+        assert_eq!(difficulty["maximum"], MAX_DIFFICULTY);
+        assert_eq!(difficulty["default"], DEFAULT_DIFFICULTY);
+        let bots: BotsSpec =
+            serde_json::from_value(serde_json::json!({"proofOfWork": {}})).unwrap();
+        assert_eq!(
+            bots.proof_of_work.map(|p| p.difficulty),
+            Some(i32::from(DEFAULT_DIFFICULTY))
+        );
     }
 
     #[test]

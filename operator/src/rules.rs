@@ -14,6 +14,7 @@ use usher_runtime::config::{
     DEFAULT_JOINS_PER_ADDRESS, DEFAULT_SESSIONS_PER_ADDRESS, RoomArgs, parse_abandon_timeout,
     parse_claim_window, parse_message, parse_session_duration,
 };
+use usher_runtime::pow::DEFAULT_DIFFICULTY;
 use usher_runtime::queue::{self, RoomConfig};
 use usher_runtime::rules::RulesFrom;
 
@@ -103,6 +104,12 @@ pub fn desired(room: &WaitingRoom, revision: u64) -> Result<RoomConfig, String> 
             .map_or(Ok(100), u8::try_from)
             .map_err(|e| field("lanes.priorityShare", e.to_string()))?,
         config_revision: revision,
+        proof_of_work: spec
+            .bots
+            .as_ref()
+            .and_then(|bots| bots.proof_of_work.as_ref())
+            .map_or(Ok(DEFAULT_DIFFICULTY), |pow| u8::try_from(pow.difficulty))
+            .map_err(|e| field("bots.proofOfWork.difficulty", e.to_string()))?,
     };
     args.room_config()
 }
@@ -196,6 +203,11 @@ pub fn changes(before: &RoomConfig, after: &RoomConfig) -> Vec<String> {
         duration(before.max_session_duration_ms),
         duration(after.max_session_duration_ms),
     );
+    compare(
+        "proofOfWork",
+        format!("{} bits", before.proof_of_work_bits),
+        format!("{} bits", after.proof_of_work_bits),
+    );
     if before.message != after.message {
         out.push(if after.message.is_empty() {
             "message withdrawn".to_owned()
@@ -232,7 +244,10 @@ mod tests {
             "opensAt": "2026-12-01T10:00:00Z", "closesAt": "2026-12-01T18:00:00Z",
             "message": "Doors open at 10",
             "gate": {"claimWindow": "2m", "maxSessionDuration": "30m"},
-            "bots": {"perAddress": {"joinsPerMinute": 0, "liveSessions": 4}}
+            "bots": {
+                "perAddress": {"joinsPerMinute": 0, "liveSessions": 4},
+                "proofOfWork": {"difficulty": 24}
+            }
         }));
         let rules = desired(&room, 7).unwrap();
         assert_eq!(
@@ -253,8 +268,14 @@ mod tests {
                 sessions_per_address: 4,
                 priority_share: 100,
                 revision: 7,
+                proof_of_work_bits: 24,
             }
         );
+        // Without a word on bots: the runtime's default; 0 turns it off.
+        let plain = desired(&concert(serde_json::json!({})), 1).unwrap();
+        assert_eq!(plain.proof_of_work_bits, DEFAULT_DIFFICULTY);
+        let off = concert(serde_json::json!({"bots": {"proofOfWork": {"difficulty": 0}}}));
+        assert_eq!(desired(&off, 1).unwrap().proof_of_work_bits, 0);
     }
 
     #[test]
@@ -280,6 +301,14 @@ mod tests {
             (
                 serde_json::json!({"bots": {"perAddress": {"liveSessions": -1}}}),
                 "spec.bots.perAddress.liveSessions",
+            ),
+            (
+                serde_json::json!({"bots": {"proofOfWork": {"difficulty": 29}}}),
+                "proofOfWork.difficulty must be at most 28",
+            ),
+            (
+                serde_json::json!({"bots": {"proofOfWork": {"difficulty": -1}}}),
+                "spec.bots.proofOfWork.difficulty",
             ),
         ] {
             let error = desired(&concert(spoiled.clone()), 1).unwrap_err();
@@ -324,7 +353,10 @@ mod tests {
     fn changes_name_each_rule_that_moved() {
         let before = desired(&concert(serde_json::json!({})), 1).unwrap();
         let after = desired(
-            &concert(serde_json::json!({"paused": true, "capacity": 800, "message": "Hello"})),
+            &concert(serde_json::json!({
+                "paused": true, "capacity": 800, "message": "Hello",
+                "bots": {"proofOfWork": {"difficulty": 25}}
+            })),
             2,
         )
         .unwrap();
@@ -333,6 +365,7 @@ mod tests {
             [
                 "capacity: 500 -> 800",
                 "paused: false -> true",
+                format!("proofOfWork: {DEFAULT_DIFFICULTY} bits -> 25 bits").as_str(),
                 "message (5 characters) sent"
             ]
         );

@@ -169,6 +169,7 @@ mod tests {
             sessions_per_address: 0,
             priority_share: 100,
             revision: 1,
+            proof_of_work_bits: 0,
         }
     }
 

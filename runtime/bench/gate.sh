@@ -19,6 +19,6 @@ CAPACITY=$VISITORS SESSION=1h POSITION_INTERVAL=1s BROKERS=2 CHECKOUT_KEY=1
 
 source runtime/bench/room.sh
 
-"$bin/usher-load" --gate --target "http://127.0.0.1:$broker_port" --room bench \
+"$bin/usher-load" --gate --target "http://127.0.0.1:$broker_port" --room bench "${solve_proof[@]}" \
   --clients "$VISITORS" --connections "$CONNECTIONS" --hold "$HOLD" \
   --checkout-key "$work/checkout.key" --gate-brokers "$other_broker_urls" "$@"

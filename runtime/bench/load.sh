@@ -7,6 +7,7 @@
 #   runtime/bench/load.sh                       # 1,000 streaming clients
 #   CLIENTS=19000 RATE=5000 runtime/bench/load.sh
 #   CLIENTS=50000 RATE=12000 runtime/bench/load.sh --joins-only
+#   PROOF_OF_WORK=12 CLIENTS=200 RATE=100 runtime/bench/load.sh --joins-only
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -20,7 +21,7 @@ POSITION_INTERVAL=${POSITION_INTERVAL:-1s}
 
 source runtime/bench/room.sh
 
-"$bin/usher-load" --target "http://127.0.0.1:$broker_port" --room bench \
+"$bin/usher-load" --target "http://127.0.0.1:$broker_port" --room bench "${solve_proof[@]}" \
   --metrics "http://127.0.0.1:$broker_metrics_port" \
   --clients "$CLIENTS" --join-rate "$RATE" --hold "$HOLD" --complete-after "$COMPLETE_AFTER" \
   --broker-pid "$broker_pid" --redis-url "redis://127.0.0.1:$redis_port/" "$@"

@@ -3,10 +3,13 @@
 # 127.0.0.1 ports, all stopped when the script exits. Reads CAPACITY,
 # SESSION and POSITION_INTERVAL, and optionally BROKERS (more brokers of the
 # room, default 1), JOINS_PER_ADDRESS and SESSIONS_PER_ADDRESS (the
-# per-address limits, default 0: off, as every client is on 127.0.0.x) and
-# CHECKOUT_KEY=1 (brokers get a checkout key, written
-# to $work/checkout.key); sets bin, work, redis_port, broker_port,
-# broker_metrics_port, broker_pid and other_broker_urls (comma-separated).
+# per-address limits, default 0: off, as every client is on 127.0.0.x),
+# PROOF_OF_WORK (the room's proof-of-work bits, default 0: the benchmarks
+# measure the broker, not the visitors' work) and CHECKOUT_KEY=1 (brokers
+# get a checkout key, written to $work/checkout.key); sets bin, work,
+# redis_port, broker_port, broker_metrics_port, broker_pid,
+# other_broker_urls (comma-separated) and solve_proof (usher-load's
+# --solve-proof when the room asks for a proof).
 
 ulimit -n "$(ulimit -Hn)"
 cargo build --release --quiet --bin usher --bin usher-load
@@ -29,7 +32,10 @@ pids+=($!)
 export USHER_ROOM=bench USHER_REDIS_URL="redis://127.0.0.1:$redis_port/" USHER_LOG=warn \
   USHER_CAPACITY="$CAPACITY" USHER_SESSION_DURATION="$SESSION" USHER_TOKEN_KEY="$work/entry.pem" \
   USHER_POSITION_INTERVAL="$POSITION_INTERVAL" USHER_ABANDON_TIMEOUT=10m \
-  USHER_JOINS_PER_ADDRESS="${JOINS_PER_ADDRESS:-0}" USHER_SESSIONS_PER_ADDRESS="${SESSIONS_PER_ADDRESS:-0}"
+  USHER_JOINS_PER_ADDRESS="${JOINS_PER_ADDRESS:-0}" USHER_SESSIONS_PER_ADDRESS="${SESSIONS_PER_ADDRESS:-0}" \
+  USHER_PROOF_OF_WORK="${PROOF_OF_WORK:-0}"
+solve_proof=()
+if [ "${PROOF_OF_WORK:-0}" != 0 ]; then solve_proof=(--solve-proof); fi
 if [ "${CHECKOUT_KEY:-0}" = 1 ]; then
   python3 -c 'import secrets; print(secrets.token_hex(32))' >"$work/checkout.key"
   export USHER_CHECKOUT_KEY="$work/checkout.key"

@@ -76,7 +76,7 @@ impl MacKeys {
         mac
     }
 
-    fn sign(&self, message: &str) -> String {
+    pub(crate) fn sign(&self, message: &str) -> String {
         URL_SAFE_NO_PAD.encode(
             Self::mac(&self.current, message.as_bytes())
                 .finalize()
@@ -85,7 +85,7 @@ impl MacKeys {
     }
 
     /// Constant-time check of `signature` over `message` against every key.
-    fn verify(&self, message: &str, signature: &str) -> bool {
+    pub(crate) fn verify(&self, message: &str, signature: &str) -> bool {
         let Ok(signature) = URL_SAFE_NO_PAD.decode(signature) else {
             return false;
         };
@@ -116,16 +116,20 @@ impl SessionTokens {
         format!("{body}.{signature}")
     }
 
-    /// Checks that `token` was issued for `sid` in `room`.
-    pub fn verify(&self, token: &str, room: &str, sid: &str) -> Result<(), AuthError> {
-        let mut parts = token.rsplitn(2, '.');
-        let (Some(signature), Some(body)) = (parts.next(), parts.next()) else {
-            return Err(AuthError::InvalidSessionToken);
-        };
+    /// The room and session of a token with a valid signature.
+    fn open<'a>(&self, token: &'a str) -> Result<(&'a str, &'a str), AuthError> {
+        let (body, signature) = token
+            .rsplit_once('.')
+            .ok_or(AuthError::InvalidSessionToken)?;
         if !self.keys.verify(body, signature) {
             return Err(AuthError::InvalidSessionToken);
         }
-        let (token_room, token_sid) = body.split_once('.').ok_or(AuthError::InvalidSessionToken)?;
+        body.split_once('.').ok_or(AuthError::InvalidSessionToken)
+    }
+
+    /// Checks that `token` was issued for `sid` in `room`.
+    pub fn verify(&self, token: &str, room: &str, sid: &str) -> Result<(), AuthError> {
+        let (token_room, token_sid) = self.open(token)?;
         if token_room != room {
             return Err(AuthError::WrongRoom);
         }
@@ -133,6 +137,12 @@ impl SessionTokens {
             return Err(AuthError::WrongSession);
         }
         Ok(())
+    }
+
+    /// The session of `room` that `token` was issued for, if it is valid.
+    pub fn session_in<'a>(&self, token: &'a str, room: &str) -> Option<&'a str> {
+        let (token_room, sid) = self.open(token).ok()?;
+        (token_room == room).then_some(sid)
     }
 }
 
@@ -269,6 +279,9 @@ mod tests {
             tokens.verify("", "concert", "abc"),
             Err(AuthError::InvalidSessionToken)
         );
+        assert_eq!(tokens.session_in(&token, "concert"), Some("abc"));
+        assert_eq!(tokens.session_in(&token, "other"), None);
+        assert_eq!(tokens.session_in(&forged, "concert"), None);
     }
 
     #[test]

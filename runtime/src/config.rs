@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::auth::PriorityClaim;
 use crate::broker::{AddressPolicy, EntryCookie, ReturnOrigins, TrustedProxies, WaitingPage};
 use crate::clock::parse_rfc3339;
+use crate::pow::{DEFAULT_DIFFICULTY, MAX_DIFFICULTY};
 use crate::queue::{Queueing, RoomConfig};
 use crate::rules::RulesFrom;
 
@@ -105,6 +106,11 @@ pub struct RoomArgs {
     /// ones of a lower revision (an old pod restarting during a rollout).
     #[arg(long, env = "USHER_CONFIG_REVISION", default_value_t = 0)]
     pub config_revision: u64,
+    /// Leading zero bits of the proof of work a newcomer's browser solves
+    /// before joining (0-28; 0 = none; each bit doubles the work). Brokers
+    /// that name users by the platform's JWT never ask for one.
+    #[arg(long, env = "USHER_PROOF_OF_WORK", default_value_t = DEFAULT_DIFFICULTY, value_parser = proof_of_work_bits())]
+    pub proof_of_work: u8,
 }
 
 impl RoomArgs {
@@ -119,6 +125,11 @@ impl RoomArgs {
             .is_some_and(|longest| longest < self.session_duration)
         {
             return Err("maxSessionDuration must be at least sessionDuration".into());
+        }
+        if self.proof_of_work > MAX_DIFFICULTY {
+            return Err(format!(
+                "proofOfWork.difficulty must be at most {MAX_DIFFICULTY} bits"
+            ));
         }
         Ok(RoomConfig {
             capacity: self.capacity,
@@ -138,6 +149,7 @@ impl RoomArgs {
             sessions_per_address: self.sessions_per_address,
             priority_share: self.priority_share,
             revision: self.config_revision,
+            proof_of_work_bits: self.proof_of_work,
         })
     }
 }
@@ -185,6 +197,20 @@ pub struct UserAuthArgs {
     /// holding one) or `name` (any true or non-empty value).
     #[arg(long, env = "USHER_PRIORITY_CLAIM", value_parser = PriorityClaim::parse)]
     pub priority_claim: Option<PriorityClaim>,
+}
+
+/// An optional human check (a CAPTCHA such as Turnstile, hCaptcha or
+/// reCAPTCHA) that newcomers pass before joining.
+#[derive(Args, Debug, Clone)]
+pub struct HumanCheckArgs {
+    /// The verifier's `siteverify` URL (such as
+    /// `https://challenges.cloudflare.com/turnstile/v0/siteverify`); unset =
+    /// no human check.
+    #[arg(long, env = "USHER_HUMAN_CHECK_URL", requires = "human_check_secret", value_parser = parse_http_url)]
+    pub human_check_url: Option<url::Url>,
+    /// The secret the verifier knows this site by.
+    #[arg(long, env = "USHER_HUMAN_CHECK_SECRET", hide_env_values = true)]
+    pub human_check_secret: Option<String>,
 }
 
 /// Tunables of the broker's streams.
@@ -264,6 +290,8 @@ pub struct BrokerArgs {
     pub round_trip: ReturnArgs,
     #[command(flatten)]
     pub addresses: AddressArgs,
+    #[command(flatten)]
+    pub human_check: HumanCheckArgs,
     /// Address to serve visitors (HTTP/SSE) and the probes on.
     #[arg(long, env = "USHER_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -325,6 +353,23 @@ pub struct DemoArgs {
     /// How often the dispatcher admits.
     #[arg(long, default_value = "250ms", value_parser = parse_interval)]
     pub tick: Duration,
+    /// Leading zero bits of the proof of work the page solves before joining.
+    #[arg(long, default_value_t = DEFAULT_DIFFICULTY, value_parser = proof_of_work_bits())]
+    pub proof_of_work: u8,
+}
+
+/// A proof-of-work difficulty, 0 to [`MAX_DIFFICULTY`] bits.
+fn proof_of_work_bits() -> clap::builder::RangedI64ValueParser<u8> {
+    clap::value_parser!(u8).range(0..=i64::from(MAX_DIFFICULTY))
+}
+
+/// An `http(s)://` URL.
+pub fn parse_http_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{text:?} is not an http(s) URL"));
+    }
+    Ok(url)
 }
 
 /// Longest an admitted visitor keeps the slot (and an entry token lives).
@@ -438,6 +483,7 @@ mod tests {
         assert_eq!(config.queueing, Queueing::Random);
         assert!(config.paused);
         assert_eq!(config.session_duration_ms, 900_000);
+        assert_eq!(config.proof_of_work_bits, DEFAULT_DIFFICULTY);
         assert_eq!(
             config.closes_at.unwrap() - config.opens_at.unwrap(),
             8 * 3_600_000
@@ -503,6 +549,24 @@ mod tests {
         assert!(args.room.room_config().is_err());
     }
 
+    #[test]
+    fn a_human_check_needs_a_url_and_its_secret() {
+        let broker = |extra: &[&str]| {
+            let mut args = vec!["usher", "broker", "--room", "r", "--token-key", "k"];
+            args.extend(extra);
+            Cli::try_parse_from(&args).map(|cli| match cli.command {
+                Command::Broker(args) => args.human_check,
+                _ => panic!("broker expected"),
+            })
+        };
+        let url = "https://verifier.example/siteverify";
+        let check = broker(&["--human-check-url", url, "--human-check-secret", "s"]).unwrap();
+        assert_eq!(check.human_check_url.unwrap().as_str(), url);
+        assert!(broker(&["--human-check-url", url]).is_err());
+        assert!(broker(&["--human-check-url", "ftp://x/", "--human-check-secret", "s"]).is_err());
+        assert!(broker(&[]).unwrap().human_check_url.is_none());
+    }
+
     /// Parses `usher <role> <flag> <value>` (with what the role requires),
     /// or says why not.
     fn parse(role: &str, flag: &str, value: &str) -> Result<Cli, String> {
@@ -548,6 +612,11 @@ mod tests {
         // A claim window shorter than a second is refused.
         assert!(parse("broker", "--claim-window", "999ms").is_err());
         assert!(parse("broker", "--claim-window", "1s").is_ok());
+        // Proof of work: 0 (none) to 28 bits.
+        assert!(parse("dispatcher", "--proof-of-work", "0").is_ok());
+        assert!(parse("broker", "--proof-of-work", "28").is_ok());
+        assert!(parse("broker", "--proof-of-work", "29").is_err());
+        assert!(parse("demo", "--proof-of-work", "29").is_err());
         // Beyond what the parser can count at all.
         assert!(parse("broker", "--session-duration", "99999999999999999999h").is_err());
     }

@@ -41,6 +41,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             sessions_per_address: DEFAULT_SESSIONS_PER_ADDRESS,
             priority_share: 100,
             revision: 0,
+            proof_of_work_bits: args.proof_of_work,
         },
     );
     rules.ensure().await?;
@@ -62,6 +63,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         waiting_page: Default::default(),
         addresses: Default::default(),
         token_binding: true,
+        human_check: None,
     };
     let broker = Broker::new(
         DEMO_ROOM.into(),

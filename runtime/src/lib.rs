@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dispatcher;
 pub mod metrics;
 pub mod metrics_endpoint;
+pub mod pow;
 pub mod queue;
 pub mod rules;
 pub mod serve;

@@ -8,8 +8,10 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::auth::{JwtSettings, UserAuth};
-use crate::broker::{Broker, BrokerSettings, CheckoutKey, read_invites, store_invites};
-use crate::config::{BrokerArgs, DispatcherArgs, RoomArgs, StoreArgs, UserAuthArgs};
+use crate::broker::{Broker, BrokerSettings, CheckoutKey, HumanCheck, read_invites, store_invites};
+use crate::config::{
+    BrokerArgs, DispatcherArgs, HumanCheckArgs, RoomArgs, StoreArgs, UserAuthArgs,
+};
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
 use crate::queue::{RedisStore, Store};
@@ -106,6 +108,15 @@ fn user_auth(args: &UserAuthArgs, signer: &EntryTokenSigner) -> anyhow::Result<U
     })?)
 }
 
+fn human_check(args: HumanCheckArgs) -> anyhow::Result<Option<HumanCheck>> {
+    let (Some(url), Some(secret)) = (args.human_check_url, args.human_check_secret) else {
+        return Ok(None);
+    };
+    Ok(Some(HumanCheck::new(url, secret).context(
+        "cannot read the root certificates for the human check",
+    )?))
+}
+
 pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     let mut signer = EntryTokenSigner::from_file(&args.token_key)?;
     for path in &args.token_retired_keys {
@@ -136,6 +147,7 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         waiting_page: args.round_trip.waiting_page,
         addresses: args.addresses.policy(),
         token_binding: args.round_trip.token_binding,
+        human_check: human_check(args.human_check)?,
     };
     if let Some(path) = &args.invite_codes {
         let hashes = read_invites(&args.store.room, path)?;

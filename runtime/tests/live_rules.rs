@@ -32,6 +32,7 @@ fn rules(capacity: u64, paused: bool, message: &str, revision: u64) -> RoomConfi
         sessions_per_address: 0,
         priority_share: 100,
         revision,
+        proof_of_work_bits: 0,
     }
 }
 

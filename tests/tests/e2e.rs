@@ -60,8 +60,9 @@ spec:
   paused: {paused}
   redis: {{url: "{redis_url}", onDelete: Delete}}
   broker: {{minReplicas: 1, maxReplicas: 6, connectionsPerReplica: 200}}
-  # Every test visitor comes from 127.0.0.1.
-  bots: {{perAddress: {{joinsPerMinute: 0, liveSessions: 0}}}}
+  # Every test visitor comes from 127.0.0.1, and is a plain HTTP client
+  # rather than a browser that solves a proof of work.
+  bots: {{perAddress: {{joinsPerMinute: 0, liveSessions: 0}}, proofOfWork: {{difficulty: 0}}}}
 "#
     )
 }

@@ -184,6 +184,7 @@ pub fn deployment(room: &WaitingRoom, inputs: &Inputs) -> Deployment {
     env.extend(address_env(room));
     let (lane_env, lane_volumes) = lane_settings(room);
     env.extend(lane_env);
+    env.extend(env::human_check_env(room));
     RuntimeDeployment {
         role: BROKER,
         replicas: inputs.broker_replicas,

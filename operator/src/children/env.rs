@@ -39,22 +39,40 @@ pub fn listen(name: &str, port: i32) -> EnvVar {
     plain(name, format!("0.0.0.0:{port}"))
 }
 
+/// `name` set from a Secret's key, which the kubelet reads: the value is
+/// never in the pod template.
+fn from_secret(name: &str, secret: &SecretKeySelector) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
 fn redis_url(room: &WaitingRoom) -> EnvVar {
     match (&room.spec.redis.url, &room.spec.redis.secret_ref) {
-        (_, Some(secret)) => EnvVar {
-            name: "USHER_REDIS_URL".into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.name.clone(),
-                    key: secret.key.clone(),
-                    optional: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-        },
+        (_, Some(secret)) => from_secret("USHER_REDIS_URL", secret),
         (url, None) => plain("USHER_REDIS_URL", url.clone().unwrap_or_default()),
     }
+}
+
+/// The human check's verifier and site secret, for the brokers: a process
+/// setting (a change rolls the brokers), not a rule.
+pub fn human_check_env(room: &WaitingRoom) -> Vec<EnvVar> {
+    let Some(check) = room.spec.bots.as_ref().and_then(|b| b.human_check.as_ref()) else {
+        return Vec::new();
+    };
+    vec![
+        plain("USHER_HUMAN_CHECK_URL", check.url.clone()),
+        from_secret("USHER_HUMAN_CHECK_SECRET", &check.secret_ref),
+    ]
 }
 
 /// A short, stable digest of what the pods are started with.
@@ -122,6 +140,32 @@ mod tests {
         assert_eq!(
             reference.map(|r| (r.name.as_str(), r.key.as_str())),
             Some(("redis-creds", "url"))
+        );
+    }
+
+    #[test]
+    fn a_human_check_reaches_the_brokers_with_its_secret_referenced() {
+        assert!(human_check_env(&basic()).is_empty());
+        let room = room(serde_json::json!({
+            "capacity": 5, "redis": {"url": "redis://r:6379/"},
+            "bots": {"humanCheck": {
+                "url": "https://verifier.example/siteverify",
+                "secretRef": {"name": "captcha", "key": "secret"}
+            }}
+        }));
+        let env = human_check_env(&room);
+        assert_eq!(
+            value(&env, "USHER_HUMAN_CHECK_URL"),
+            Some("https://verifier.example/siteverify")
+        );
+        let secret = env
+            .iter()
+            .find(|e| e.name == "USHER_HUMAN_CHECK_SECRET")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref());
+        assert_eq!(
+            secret.map(|r| (r.name.as_str(), r.key.as_str())),
+            Some(("captcha", "secret"))
         );
     }
 

@@ -15,6 +15,7 @@ use super::Broker;
 use super::client_address::Peer;
 use super::error::{ApiError, ErrorCode};
 use super::events::StreamHandoff;
+use super::join_body::JoinBody;
 use crate::auth::{self, SESSION_COOKIE, random_id};
 use crate::clock::{now_ms, rfc3339};
 use crate::queue::{JoinRequest, Lane, SessionState, SessionView, join_number};
@@ -36,6 +37,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
             get(super::fairness::joins),
         )
         .route("/v1/rooms/{room}/queue", post(join))
+        .route("/v1/rooms/{room}/challenge", get(super::bots::challenge))
         .route("/v1/rooms/{room}/gate", any(super::gate::check))
         .route(
             "/v1/rooms/{room}/gate/redirect",
@@ -272,41 +274,6 @@ pub(super) fn declares_json(headers: &HeaderMap) -> Option<bool> {
     })
 }
 
-/// What a join's body may ask.
-#[derive(Default, Deserialize)]
-struct JoinBody {
-    /// An invite code for the priority lane.
-    invite: Option<String>,
-}
-
-/// A join's body is empty or a JSON object. A declared type other than
-/// JSON is refused even with an empty body: browsers send one with every
-/// cross-site form, and a form must not be able to take a place in line.
-fn join_body(headers: &HeaderMap, body: &[u8]) -> Result<JoinBody, ApiError> {
-    let declared_json = declares_json(headers);
-    let empty = body.iter().all(u8::is_ascii_whitespace);
-    match declared_json {
-        Some(true) => {}
-        None if empty => {}
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "a join carries no body, or a JSON object with Content-Type: application/json",
-            ));
-        }
-    }
-    if empty {
-        return Ok(JoinBody::default());
-    }
-    let invalid = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", why);
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(value) if value.is_object() => serde_json::from_value(value)
-            .map_err(|e| invalid(format!("the body is not a valid join: {e}"))),
-        _ => Err(invalid("the body must be empty or a JSON object".into())),
-    }
-}
-
 /// Whether the visitor reached the first proxy over HTTPS. Proxies append
 /// to `X-Forwarded-Proto` and `Forwarded`, so the first entry is the one
 /// the visitor's own connection used.
@@ -339,16 +306,14 @@ async fn join(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let asked = join_body(&headers, &body)?;
+    let asked = JoinBody::parse(&headers, &body)?;
     // Checked before anything else: a malformed forwarding header is
     // refused whoever sent it.
-    let address = match peer {
-        Some(Extension(Peer(peer))) => {
-            let client = broker.settings.addresses.client(peer.ip(), &headers)?;
-            Some(broker.settings.addresses.limit_key(client))
-        }
+    let client = match peer {
+        Some(Extension(Peer(peer))) => Some(broker.settings.addresses.client(peer.ip(), &headers)?),
         None => None,
     };
+    let address = client.map(|client| broker.settings.addresses.limit_key(client));
     let identity = broker.users.identify(
         header_text(&headers, header::AUTHORIZATION),
         header_text(&headers, header::COOKIE),
@@ -363,6 +328,9 @@ async fn join(
         })?),
         None => None,
     };
+    broker
+        .check_newcomer(&room, &identity.user, &headers, &asked, client)
+        .await?;
     let sid = random_id();
     let mut request = JoinRequest::new(&identity.user, &sid);
     if let Some(address) = &address {

@@ -4,6 +4,7 @@
 
 mod api;
 pub use self::api::valid_room_id;
+mod bots;
 mod checkout;
 mod client_address;
 pub use self::checkout::{CheckoutKey, CheckoutKeyError};
@@ -18,6 +19,9 @@ mod fanout;
 mod gate;
 mod health;
 mod http;
+mod human_check;
+pub use self::human_check::HumanCheck;
+mod join_body;
 mod lanes;
 pub use self::lanes::{read_invites, store_invites};
 mod line;
@@ -29,6 +33,7 @@ mod sse;
 mod tasks;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU16;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -41,6 +46,7 @@ use crate::auth::binding::{EntryBindings, thumbprint};
 use crate::auth::{SessionTokens, UserAuth};
 use crate::clock::{now_ms, rfc3339};
 use crate::metrics::{EventKind, Metrics};
+use crate::pow::Challenges;
 use crate::queue::{Millis, QueueError, RoomConfig, SessionState, SessionView, Store};
 use crate::rules::RoomRules;
 use crate::supervisor::Supervisor;
@@ -71,6 +77,8 @@ pub struct BrokerSettings {
     pub addresses: AddressPolicy,
     /// Binds entry tokens to the browser that waited (see `auth/binding.rs`).
     pub token_binding: bool,
+    /// The human check newcomers pass before joining, if any.
+    pub human_check: Option<HumanCheck>,
 }
 
 /// The room's current message and its encoded event.
@@ -118,6 +126,10 @@ pub struct Broker {
     supervisor: Supervisor,
     /// Turns true when the broker stops: streams end so clients reconnect elsewhere.
     shutdown: watch::Receiver<bool>,
+    /// Issues and checks newcomers' proof-of-work challenges.
+    challenges: Challenges,
+    /// The room's proof-of-work difficulty as last read from its rules.
+    proof_of_work_bits: AtomicU16,
 }
 
 impl Broker {
@@ -134,6 +146,7 @@ impl Broker {
         let bindings = settings
             .token_binding
             .then(|| EntryBindings::new(signer.mac_keys("entry-binding")));
+        let challenges = Challenges::new(signer.mac_keys("proof-of-work"));
         let gate = gate::Gate::new(signer.verifier(&room, &settings.issuer, TokenTimes::Checked));
         Arc::new(Broker {
             room,
@@ -151,6 +164,8 @@ impl Broker {
             announcement: watch::Sender::new(Announcement::none()),
             supervisor: supervisor.clone(),
             shutdown: supervisor.shutdown(),
+            challenges,
+            proof_of_work_bits: AtomicU16::new(bots::BITS_UNKNOWN),
         })
     }
 
@@ -186,6 +201,8 @@ impl Broker {
                 frame,
             });
         }
+        self.proof_of_work_bits
+            .store(config.proof_of_work_bits.into(), Relaxed);
         self.fanout.set_config(config);
     }
 

@@ -28,6 +28,7 @@ fn config() -> RoomConfig {
         sessions_per_address: 0,
         priority_share: 100,
         revision: 0,
+        proof_of_work_bits: 0,
     }
 }
 
@@ -93,6 +94,7 @@ async fn configuration_round_trips(store: &dyn Store) {
         joins_per_address_per_minute: 30,
         sessions_per_address: 4,
         priority_share: 30,
+        proof_of_work_bits: 20,
         ..config()
     };
     configured(store, config.clone()).await;
@@ -1161,6 +1163,27 @@ async fn a_blocked_reader_wakes_on_a_change(store: &dyn Store) {
     assert_eq!(after.changes.len(), 1);
 }
 
+async fn a_proof_is_spent_once_and_forgotten_when_it_expires(store: &dyn Store) {
+    assert!(store.spend_proof("p1", T0 + 100, T0).await.unwrap());
+    assert!(!store.spend_proof("p1", T0 + 100, T0 + 1).await.unwrap());
+    assert!(store.spend_proof("p2", T0 + 200, T0 + 1).await.unwrap());
+    assert!(!store.spend_proof("p2", T0 + 200, T0 + 150).await.unwrap());
+    // Expired ids are gone (the caller refuses expired challenges): the
+    // record holds only live challenges, however many were spent.
+    assert!(store.spend_proof("p1", T0 + 300, T0 + 150).await.unwrap());
+    assert!(!store.spend_proof("p1", T0 + 300, T0 + 151).await.unwrap());
+    // Nothing else of the room changed.
+    assert_eq!(store.counts().await.unwrap(), RoomCounts::default());
+    assert_eq!(store.config().await.unwrap(), None);
+}
+
+async fn purging_forgets_spent_proofs(store: &dyn Store) {
+    configured(store, config()).await;
+    assert!(store.spend_proof("p1", T0 + 100, T0).await.unwrap());
+    store.purge().await.unwrap();
+    assert!(store.spend_proof("p1", T0 + 100, T0).await.unwrap());
+}
+
 async fn users_with_odd_names_are_kept_intact(store: &dyn Store) {
     configured(store, config()).await;
     let user = "o'neil|admin\n{x}\u{1F600}";
@@ -1550,4 +1573,6 @@ conformance!(
     users_with_odd_names_are_kept_intact,
     broker_reports_add_up_and_go_stale,
     purging_forgets_the_room,
+    a_proof_is_spent_once_and_forgotten_when_it_expires,
+    purging_forgets_spent_proofs,
 );

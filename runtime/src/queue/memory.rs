@@ -61,6 +61,9 @@ struct Room {
     redeemed: HashSet<String>,
     /// The priority lane's share of admissions not given yet (0 to 1).
     lane_credit: f64,
+    /// Spent proof-of-work challenges, and the same by expiry to forget them.
+    spent_proofs: HashSet<String>,
+    spent_proofs_expiry: BTreeSet<(Millis, String)>,
 }
 
 /// The per-address limits' state, as `lua/join.lua` keeps it.
@@ -610,6 +613,21 @@ impl Room {
         }
         self.view(sid)
     }
+
+    /// Like `lua/spend_proof.lua`.
+    fn spend_proof(&mut self, id: &str, expires_at: Millis, now: Millis) -> bool {
+        while let Some((at, _)) = self.spent_proofs_expiry.first()
+            && *at <= now
+            && let Some((_, expired)) = self.spent_proofs_expiry.pop_first()
+        {
+            self.spent_proofs.remove(&expired);
+        }
+        if !self.spent_proofs.insert(id.to_owned()) {
+            return false;
+        }
+        self.spent_proofs_expiry.insert((expires_at, id.to_owned()));
+        true
+    }
 }
 
 #[async_trait]
@@ -812,6 +830,10 @@ impl Store for MemoryStore {
             }
         });
         Ok(())
+    }
+
+    async fn spend_proof(&self, id: &str, expires_at: Millis, now: Millis) -> Result<bool> {
+        Ok(self.with_room(|r| r.spend_proof(id, expires_at, now)))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -136,6 +136,9 @@ pub struct RoomConfig {
     pub priority_share: u8,
     /// Rules of a lower revision never replace these (0 when unversioned).
     pub revision: u64,
+    /// Leading zero bits a newcomer's proof of work must reach (see
+    /// [`crate::pow`]); 0 = no proof asked.
+    pub proof_of_work_bits: u8,
 }
 
 /// Why a session ended.
@@ -483,6 +486,11 @@ pub trait Store: Send + Sync + 'static {
     /// leaving a mark for a day so that processes of the deleted room still
     /// running do not [`Store::restore`] its rules.
     async fn purge(&self) -> Result<()>;
+    /// Records the proof-of-work challenge `id` as spent until `expires_at`;
+    /// true the first time, false when it was spent already (a replay).
+    /// Spent ids are forgotten once they expire, so the caller must refuse
+    /// expired challenges itself.
+    async fn spend_proof(&self, id: &str, expires_at: Millis, now: Millis) -> Result<bool>;
     /// Checks the store answers.
     async fn ping(&self) -> Result<()>;
     /// Commands sent to the backing server so far (0 for in-process stores).
@@ -514,6 +522,7 @@ impl RoomConfig {
             sessions_per_address: 0,
             priority_share: 100,
             revision: 0,
+            proof_of_work_bits: 0,
         }
     }
 }

@@ -27,7 +27,7 @@ const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The keys every script receives, in the order `lua/common.lua` names them.
-const SCRIPT_KEYS: [&str; 18] = [
+const SCRIPT_KEYS: [&str; 19] = [
     "cfg",
     "meta",
     "users",
@@ -46,6 +46,7 @@ const SCRIPT_KEYS: [&str; 18] = [
     "invites",
     "redeemed",
     "joins",
+    "proofs",
 ];
 /// How long a purged room's mark stops its leftover processes from
 /// restoring its rules.
@@ -66,6 +67,7 @@ struct Scripts {
     counts: Script,
     snapshot: Script,
     fairness: Script,
+    spend_proof: Script,
 }
 
 impl Scripts {
@@ -86,6 +88,7 @@ impl Scripts {
             counts: with_common(include_str!("lua/counts.lua")),
             snapshot: with_common(include_str!("lua/snapshot.lua")),
             fairness: with_common(include_str!("lua/fairness.lua")),
+            spend_proof: with_common(include_str!("lua/spend_proof.lua")),
         }
     }
 }
@@ -310,6 +313,7 @@ impl RedisStore {
             ("addr_rate", c.joins_per_address_per_minute.to_string()),
             ("addr_live", c.sessions_per_address.to_string()),
             ("priority_share", c.priority_share.to_string()),
+            ("pow_bits", c.proof_of_work_bits.to_string()),
         ];
         let args: Vec<String> = [mode.to_owned(), c.revision.to_string()]
             .into_iter()
@@ -388,6 +392,9 @@ impl Store for RedisStore {
                 .map_or(Ok(100), |_| num("priority_share"))?
                 .clamp(0, 100) as u8,
             revision: num("revision")? as u64,
+            proof_of_work_bits: optional_num("pow_bits")?
+                .clamp(0, i64::from(crate::pow::MAX_DIFFICULTY))
+                as u8,
         }))
     }
 
@@ -649,6 +656,13 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn spend_proof(&self, id: &str, expires_at: Millis, now: Millis) -> Result<bool> {
+        let args = [now.to_string(), id.to_owned(), expires_at.to_string()];
+        let reply = self.run(&self.scripts.spend_proof, &args).await?;
+        check_status(&reply)?;
+        Ok(field::<i64>(&reply, 1)? == 1)
     }
 
     fn commands_sent(&self) -> u64 {

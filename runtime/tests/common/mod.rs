@@ -101,6 +101,8 @@ impl Room {
             // otherwise: no per-address limits by default.
             ("USHER_JOINS_PER_ADDRESS", "0".to_owned()),
             ("USHER_SESSIONS_PER_ADDRESS", "0".to_owned()),
+            // Joins here are plain HTTP; tests of the proof of work ask for it.
+            ("USHER_PROOF_OF_WORK", "0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -311,6 +313,19 @@ pub async fn join(client: &reqwest::Client, base: &str) -> Joined {
         response.status()
     );
     response.json().await.unwrap()
+}
+
+/// A join body carrying a solved proof of work for the room at `base`
+/// (`{}` when the room asks for none).
+pub async fn solved(client: &reqwest::Client, base: &str, room: &str) -> serde_json::Value {
+    let challenge = get_json(client, &format!("{base}/v1/rooms/{room}/challenge")).await;
+    let difficulty = challenge["difficulty"].as_u64().unwrap() as u8;
+    if difficulty == 0 {
+        return serde_json::json!({});
+    }
+    let text = challenge["challenge"].as_str().unwrap().to_owned();
+    let counter = usher_runtime::pow::solve(&text, difficulty);
+    serde_json::json!({"proof": {"challenge": text, "counter": counter}})
 }
 
 /// The status and code of an error answer, checked to be JSON with a message.

@@ -1,6 +1,7 @@
 //! The simulated users: a streaming client (join, then hold an SSE stream)
 //! and a joins-only worker (joins over one keep-alive connection).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,7 @@ use crate::http::{
     Connector, Framing, HttpError, KeepAlive, Response, Target, encode_component, one_shot,
     read_body, read_head, request,
 };
+use crate::proof;
 use crate::recorder::{OpenStream, Recorder};
 use crate::sse::{BodyDecoder, ChunkedDecoder, EventKind, EventStream, FeedOutcome, SseEvent};
 
@@ -37,6 +39,8 @@ pub struct Ctx {
     pub timeout: Duration,
     /// Complete admitted sessions after this delay.
     pub complete_after: Option<Duration>,
+    /// Solve the room's proof of work before each join (`--solve-proof`).
+    pub solve_proof: bool,
     /// The join request for a short connection.
     join_close: Vec<u8>,
     /// The join request for a keep-alive connection.
@@ -51,6 +55,7 @@ impl Ctx {
         room: String,
         timeout: Duration,
         complete_after: Option<Duration>,
+        solve_proof: bool,
     ) -> Self {
         let path = format!("/v1/rooms/{}/queue", encode_component(&room));
         let join_close = request("POST", &path, &target.host, &[], true);
@@ -62,9 +67,30 @@ impl Ctx {
             room,
             timeout,
             complete_after,
+            solve_proof,
             join_close,
             join_keep_alive,
         }
+    }
+
+    /// The join request to send next: the prepared one, or one with a
+    /// newly solved proof of work (`--solve-proof`).
+    async fn join_request(&self, close: bool) -> Result<Cow<'_, [u8]>, HttpError> {
+        if !self.solve_proof {
+            return Ok(Cow::Borrowed(if close {
+                &self.join_close
+            } else {
+                &self.join_keep_alive
+            }));
+        }
+        let solving = proof::join_request(&self.connector, &self.target, &self.room, true, close);
+        flatten(tokio::time::timeout(self.timeout, solving).await).map(Cow::Owned)
+    }
+
+    /// A join begins: with `join` to send, or failed already getting one.
+    fn start_join<'a>(&self, join: Result<Cow<'a, [u8]>, HttpError>) -> Option<Cow<'a, [u8]>> {
+        self.rec.join_started(Instant::now());
+        join.map_err(|error| self.rec.join_failed(&error)).ok()
     }
 }
 
@@ -192,9 +218,8 @@ pub async fn streaming_client(ctx: Arc<Ctx>) {
 
 /// Joins and opens the event stream, recording failures.
 async fn setup_stream(ctx: &Arc<Ctx>) -> Option<(TcpStream, Vec<u8>, BodyDecoder, ClientState)> {
-    ctx.rec.join_started(Instant::now());
-    let result =
-        flatten(tokio::time::timeout(ctx.timeout, one_shot(&ctx.connector, &ctx.join_close)).await);
+    let join = ctx.start_join(ctx.join_request(true).await)?;
+    let result = flatten(tokio::time::timeout(ctx.timeout, one_shot(&ctx.connector, &join)).await);
     let joined = finish_join(ctx, result)?;
     let mut state = ClientState {
         waiting_at_join: !joined.admitted(),
@@ -405,10 +430,12 @@ pub async fn joins_only_worker(ctx: Arc<Ctx>, permits: Arc<Semaphore>) {
     let mut conn = KeepAlive::new(Arc::clone(&ctx.connector));
     while let Ok(permit) = permits.acquire().await {
         permit.forget();
-        ctx.rec.join_started(Instant::now());
+        let Some(join) = ctx.start_join(ctx.join_request(false).await) else {
+            ctx.rec.settle();
+            continue;
+        };
         // A timed-out exchange drops its connection; the next one reconnects.
-        let result =
-            flatten(tokio::time::timeout(ctx.timeout, conn.send(&ctx.join_keep_alive)).await);
+        let result = flatten(tokio::time::timeout(ctx.timeout, conn.send(&join)).await);
         if let Some(joined) = finish_join(&ctx, result)
             && joined.admitted()
             && ctx.complete_after.is_some()

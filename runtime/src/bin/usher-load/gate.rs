@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::http::{Connector, KeepAlive, Target, encode_component, request};
+use crate::proof;
 use crate::stats::{Report, Summary, micros, ms, percentile, round};
 
 /// How often a visitor not yet admitted asks for its status.
@@ -41,6 +42,8 @@ pub struct GatePlan {
     /// Other brokers of the room that must refuse the revoked token too.
     pub other_brokers: Vec<Target>,
     pub source_addrs: u8,
+    /// Solve the room's proof of work before each join.
+    pub solve_proof: bool,
 }
 
 #[derive(Deserialize)]
@@ -75,8 +78,16 @@ async fn session_answer(
 
 /// One visitor joined and waited until admitted: what it shows the gate.
 async fn admitted_visitor(plan: &GatePlan, conn: &mut KeepAlive) -> anyhow::Result<Pass> {
-    let join_path = format!("/v1/rooms/{}/queue", encode_component(&plan.room));
-    let join = request("POST", &join_path, &plan.target.host, &[], false);
+    let join = proof::join_request(
+        &plan.connector,
+        &plan.target,
+        &plan.room,
+        plan.solve_proof,
+        false,
+    );
+    let join = tokio::time::timeout(plan.timeout, join)
+        .await
+        .context("timed out")??;
     let mut answer = session_answer(conn, &join, plan.timeout).await?;
     let status_url = answer
         .status_url

@@ -179,6 +179,30 @@ pub fn request(
     extra: &[(&str, &str)],
     close: bool,
 ) -> Vec<u8> {
+    let length = if method == "POST" { Some(0) } else { None };
+    let mut out = request_head(method, path, host, extra, close, length);
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// Builds a POST of the JSON `body`.
+pub fn json_post(path: &str, host: &str, close: bool, body: &str) -> Vec<u8> {
+    let content_type = [("Content-Type", "application/json")];
+    let mut out = request_head("POST", path, host, &content_type, close, Some(body.len()));
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+/// A request head without its final blank line.
+fn request_head(
+    method: &str,
+    path: &str,
+    host: &str,
+    extra: &[(&str, &str)],
+    close: bool,
+    content_length: Option<usize>,
+) -> String {
     let mut out = String::with_capacity(128 + path.len());
     out.push_str(method);
     out.push(' ');
@@ -186,8 +210,8 @@ pub fn request(
     out.push_str(" HTTP/1.1\r\nHost: ");
     out.push_str(host);
     out.push_str("\r\nUser-Agent: usher-load\r\n");
-    if method == "POST" {
-        out.push_str("Content-Length: 0\r\n");
+    if let Some(length) = content_length {
+        out.push_str(&format!("Content-Length: {length}\r\n"));
     }
     if close {
         out.push_str("Connection: close\r\n");
@@ -198,8 +222,7 @@ pub fn request(
         out.push_str(value);
         out.push_str("\r\n");
     }
-    out.push_str("\r\n");
-    out.into_bytes()
+    out
 }
 
 /// How a response body is delimited.
@@ -555,6 +578,16 @@ mod tests {
             String::from_utf8_lossy(&req),
             "POST /v1/rooms/demo/queue HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\
              User-Agent: usher-load\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn json_post_bytes() {
+        let req = json_post("/v1/rooms/demo/queue", "h:1", false, "{}");
+        assert_eq!(
+            String::from_utf8_lossy(&req),
+            "POST /v1/rooms/demo/queue HTTP/1.1\r\nHost: h:1\r\nUser-Agent: usher-load\r\n\
+             Content-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
         );
     }
 

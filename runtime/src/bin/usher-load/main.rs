@@ -22,6 +22,7 @@ mod clients;
 mod gate;
 mod http;
 mod probes;
+mod proof;
 mod recorder;
 mod sse;
 mod stats;
@@ -158,6 +159,12 @@ struct Args {
     /// Print the report as one JSON object instead of `key: value` lines.
     #[arg(long)]
     json: bool,
+
+    /// Solve the room's proof of work before each join, as the waiting page
+    /// does (a room of anonymous visitors asks for one unless its rules
+    /// say 0). The solving is not part of the join latency.
+    #[arg(long)]
+    solve_proof: bool,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -396,6 +403,7 @@ async fn run_gate(args: &Args) -> anyhow::Result<Report> {
         checkout_key,
         other_brokers,
         source_addrs: args.source_addrs,
+        solve_proof: args.solve_proof,
     })
     .await
 }
@@ -429,6 +437,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         args.room.clone(),
         Duration::from_secs(args.timeout),
         args.complete_after.map(Duration::from_millis),
+        args.solve_proof,
     ));
 
     // Fail early and clearly when nothing listens at the target.

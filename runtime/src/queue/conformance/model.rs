@@ -398,6 +398,7 @@ pub async fn run(store: &dyn Store, seed: u64, steps: usize) -> TickReport {
         sessions_per_address: 0,
         priority_share: 100,
         revision: 0,
+        proof_of_work_bits: 0,
     };
     store.configure(&base).await.unwrap();
     let mut model = Model {

@@ -11,6 +11,8 @@ local K_ADDR_RATE, K_ADDR_LIVE, K_SID_ADDR = KEYS[13], KEYS[14], KEYS[15]
 local K_INVITES, K_REDEEMED = KEYS[16], KEYS[17]
 -- The join list of a Random room's shuffle (queue/fairness.rs).
 local K_JOINS = KEYS[18]
+-- Spent proof-of-work challenges, scored by when they expire.
+local K_PROOFS = KEYS[19]
 
 local EVENTS_MAXLEN = 100000
 local BATCH = 1000
@@ -42,6 +44,8 @@ local function load_config()
     addr_live = tonumber(c.addr_live or '0'), -- 0: no per-address session cap
     -- Percent of admissions for the priority lane while both lanes wait.
     priority_share = tonumber(c.priority_share or '100'),
+    -- Checked by the brokers, before a join reaches the store.
+    pow_bits = tonumber(c.pow_bits or '0'), -- 0: no proof of work
   }
 end
 
