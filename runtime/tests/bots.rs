@@ -336,12 +336,10 @@ async fn platform_jwt_rooms_ask_for_no_proof() {
     let client = reqwest::Client::new();
     let challenge = get_json(&client, &format!("{base}/v1/rooms/{ROOM}/challenge")).await;
     assert_eq!(challenge, json!({"difficulty": 0}));
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
+    let token = hs256_token(
         &json!({"sub": "user-42", "exp": 4_000_000_000u64}),
-        &jsonwebtoken::EncodingKey::from_secret(b"platform-secret"),
-    )
-    .unwrap();
+        "platform-secret",
+    );
     let response = client
         .post(queue_url(&base))
         .bearer_auth(token)

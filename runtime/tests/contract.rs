@@ -281,12 +281,10 @@ async fn platform_jwts_identify_users_and_bad_ones_are_refused() {
     ]);
     let (_broker, base) = room.broker(&[]).await;
     let token = |sub: &str, exp: i64, key: &str| {
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
+        hs256_token(
             &serde_json::json!({"sub": sub, "iss": "shop", "exp": exp}),
-            &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+            key,
         )
-        .unwrap()
     };
     let client = reqwest::Client::new();
     let url = format!("{base}/v1/rooms/{ROOM}/queue");

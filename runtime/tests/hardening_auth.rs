@@ -9,7 +9,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ROOM, Room, demo, join, metrics_text, wait_ready};
+use common::{ROOM, Room, demo, hs256_token, join, metrics_text, wait_ready};
 use reqwest::StatusCode;
 use usher_runtime::testing::free_port;
 
@@ -21,14 +21,7 @@ async fn a_platform_jwt_without_the_required_issuer_is_refused() {
         ("USHER_USER_JWT_ISSUER", "shop"),
     ]);
     let (_broker, base) = room.broker(&[]).await;
-    let token = |claims: serde_json::Value| {
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
-        )
-        .unwrap()
-    };
+    let token = |claims: serde_json::Value| hs256_token(&claims, "s3cret");
     let exp = usher_runtime::clock::now_ms() / 1000 + 600;
     let client = reqwest::Client::new();
     let join_as = |token: String| {

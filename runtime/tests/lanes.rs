@@ -181,12 +181,10 @@ async fn platform_users_with_the_claim_join_the_priority_lane() {
     ]);
     let (_broker, base) = room.broker(&[]).await;
     let token = |sub: &str, tier: &str| {
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
+        hs256_token(
             &json!({"sub": sub, "exp": 4_000_000_000u64, "tier": tier}),
-            &jsonwebtoken::EncodingKey::from_secret(b"platform-secret"),
+            "platform-secret",
         )
-        .unwrap()
     };
     for (sub, tier, lane) in [("ann", "gold", "priority"), ("bob", "silver", "general")] {
         let body: Value = reqwest::Client::new()

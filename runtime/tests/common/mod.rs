@@ -510,3 +510,13 @@ pub async fn call(base: &str, action: &str, key: Option<&str>, body: &str) -> re
     }
     request.send().await.unwrap()
 }
+
+/// A platform JWT with `claims`, signed HS256 with `secret`.
+pub fn hs256_token(claims: &serde_json::Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
