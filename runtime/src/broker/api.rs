@@ -318,28 +318,18 @@ async fn join(
         header_text(&headers, header::AUTHORIZATION),
         header_text(&headers, header::COOKIE),
     )?;
-    let invite = match &asked.invite {
-        Some(code) => Some(super::lanes::invite_hash(&room, code).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_invite",
-                "an invite code is 4 to 128 printable characters",
-            )
-        })?),
-        None => None,
-    };
+    let (lane, invite) =
+        super::lanes::requested_lane(&room, asked.invite.as_deref(), identity.priority)?;
     broker
         .check_newcomer(&room, &identity.user, &headers, &asked, client)
         .await?;
     let sid = random_id();
-    let mut request = JoinRequest::new(&identity.user, &sid);
+    let mut request = JoinRequest::new(&identity.user, &sid).in_lane(lane);
     if let Some(address) = &address {
         request = request.from_address(address);
     }
     if let Some(invite) = &invite {
-        request = request.redeeming(invite).in_lane(Lane::Priority);
-    } else if identity.priority {
-        request = request.in_lane(Lane::Priority);
+        request = request.redeeming(invite);
     }
     let outcome = broker.store.join(&request, now_ms()).await?;
     broker

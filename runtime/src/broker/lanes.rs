@@ -25,7 +25,7 @@ use super::api::{ServedRoom, declares_json};
 use super::error::ApiError;
 use crate::auth::random_id;
 use crate::clock::{now_ms, rfc3339};
-use crate::queue::Store;
+use crate::queue::{Lane, Store};
 
 /// Invite codes are 4 to 128 printable characters.
 const CODE_LENGTHS: std::ops::RangeInclusive<usize> = 4..=128;
@@ -44,6 +44,30 @@ pub fn invite_hash(room: &str, code: &str) -> Option<String> {
         let digest = Sha256::digest(format!("usher-invite:{room}:{code}"));
         digest.iter().map(|b| format!("{b:02x}")).collect()
     })
+}
+
+/// The lane a join asks for (the priority lane with an invite code, or for
+/// a platform user with the lane's claim), and the hash of the code it
+/// redeems; a malformed code is refused before anything is spent.
+pub(super) fn requested_lane(
+    room: &str,
+    invite: Option<&str>,
+    eligible: bool,
+) -> Result<(Lane, Option<String>), ApiError> {
+    match invite {
+        Some(code) => {
+            let hash = invite_hash(room, code).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_invite",
+                    "an invite code is 4 to 128 printable characters",
+                )
+            })?;
+            Ok((Lane::Priority, Some(hash)))
+        }
+        None if eligible => Ok((Lane::Priority, None)),
+        None => Ok((Lane::General, None)),
+    }
 }
 
 /// The hashes of the codes in a list (one per line; blank lines and lines
