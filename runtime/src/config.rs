@@ -314,7 +314,8 @@ pub struct BrokerArgs {
     #[arg(long, env = "USHER_CHECKOUT_KEY")]
     pub checkout_key: Option<String>,
     /// File of invite codes for the priority lane, one per line, each good
-    /// for one place; loaded at start (codes redeemed before stay spent).
+    /// for one place; loaded at start, then read again when it changes
+    /// (codes redeemed before stay spent).
     #[arg(long, env = "USHER_INVITE_CODES")]
     pub invite_codes: Option<String>,
 }

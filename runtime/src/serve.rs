@@ -8,7 +8,9 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::auth::{JwtSettings, UserAuth};
-use crate::broker::{Broker, BrokerSettings, CheckoutKey, HumanCheck, read_invites, store_invites};
+use crate::broker::{
+    Broker, BrokerSettings, CheckoutKey, HumanCheck, follow_invites, read_invites,
+};
 use crate::config::{
     BrokerArgs, DispatcherArgs, HumanCheckArgs, RoomArgs, StoreArgs, UserAuthArgs,
 };
@@ -149,9 +151,11 @@ pub async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         token_binding: args.round_trip.token_binding,
         human_check: human_check(args.human_check)?,
     };
-    if let Some(path) = &args.invite_codes {
-        let hashes = read_invites(&args.store.room, path)?;
-        tokio::spawn(store_invites(Arc::clone(rules.store()), hashes));
+    if let Some(path) = args.invite_codes {
+        // A bad file stops the start; later edits are followed.
+        let codes = read_invites(&args.store.room, &path)?;
+        let (store, room) = (Arc::clone(rules.store()), args.store.room.clone());
+        supervisor.spawn("invite codes", follow_invites(store, room, path, codes));
     }
     let metrics = Arc::new(Metrics::default());
     let visitors = listen(args.listen)?;

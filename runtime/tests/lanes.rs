@@ -89,6 +89,18 @@ async fn an_invite_code_redeemed_200_times_at_once_gives_exactly_one_place() {
     let second = join_with(&base, json!({"invite": " FAN-0002 "})).await;
     assert_eq!(second.status(), StatusCode::CREATED);
 
+    // A code added to the file (a Secret updated in place) works without a
+    // restart; a bad edit keeps the codes loaded before.
+    let codes = room.key_path.with_file_name("invites.txt");
+    std::fs::write(&codes, "FAN-0001\nFAN-0002\nbad\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    std::fs::write(&codes, "FAN-0001\nFAN-0002\nFAN-0003\n").unwrap();
+    eventually(Duration::from_secs(15), "the new code", || async {
+        let joined = join_with(&base, json!({"invite": "FAN-0003"})).await;
+        (joined.status() == StatusCode::CREATED).then_some(())
+    })
+    .await;
+
     // A broker restarting with the same list does not make a code good again.
     let (_again, other) = presale_broker(&room, "FAN-0001\nFAN-0002\n", &[]).await;
     let reused = join_with(&other, json!({"invite": "FAN-0001"})).await;

@@ -81,6 +81,10 @@ pub fn invite_hashes(room: &str, list: &str) -> Result<Vec<String>, usize> {
         .collect()
 }
 
+/// How often the invite-code file is read again: a Secret mounted in a
+/// pod changes in place, and new codes should work without a restart.
+const INVITES_RELOAD: Duration = Duration::from_secs(5);
+
 /// The hashes of the invite codes listed in the file at `path`.
 pub fn read_invites(room: &str, path: &str) -> anyhow::Result<Vec<String>> {
     let list = std::fs::read_to_string(path)
@@ -92,9 +96,9 @@ pub fn read_invites(room: &str, path: &str) -> anyhow::Result<Vec<String>> {
 
 /// Makes the codes good in the store, retrying until it takes them (codes
 /// redeemed before stay spent).
-pub async fn store_invites(store: Arc<dyn Store>, hashes: Vec<String>) {
+async fn store_invites(store: &dyn Store, hashes: &[String]) {
     loop {
-        match store.add_invites(&hashes).await {
+        match store.add_invites(hashes).await {
             Ok(added) => {
                 tracing::info!(codes = hashes.len(), added, "invite codes loaded");
                 return;
@@ -103,6 +107,25 @@ pub async fn store_invites(store: Arc<dyn Store>, hashes: Vec<String>) {
                 tracing::warn!(error = %e, "cannot load the invite codes yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// Loads `codes` (read from `path` at start) into the store, then follows
+/// the file: whenever it changes, its codes are loaded again. A file that
+/// cannot be read or holds a bad line is logged and skipped until fixed.
+pub async fn follow_invites(store: Arc<dyn Store>, room: String, path: String, codes: Vec<String>) {
+    let mut loaded = codes;
+    store_invites(store.as_ref(), &loaded).await;
+    loop {
+        tokio::time::sleep(INVITES_RELOAD).await;
+        match read_invites(&room, &path) {
+            Ok(codes) if codes != loaded => {
+                store_invites(store.as_ref(), &codes).await;
+                loaded = codes;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "keeping the invite codes loaded before"),
         }
     }
 }

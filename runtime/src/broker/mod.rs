@@ -23,7 +23,7 @@ mod human_check;
 pub use self::human_check::HumanCheck;
 mod join_body;
 mod lanes;
-pub use self::lanes::{read_invites, store_invites};
+pub use self::lanes::{follow_invites, read_invites};
 mod line;
 mod redirect;
 pub use self::redirect::WaitingPage;
