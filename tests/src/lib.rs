@@ -147,6 +147,15 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("kubectl {args:?} failed: {e}"))
     }
 
+    /// An object as JSON, or `None` while it cannot be read (not created
+    /// yet): for polling what a controller is about to make.
+    pub fn try_get(&self, namespace: &str, what: &str) -> Option<Value> {
+        let json = self
+            .kubectl(&["-n", namespace, "get", what, "-o", "json"], None)
+            .ok()?;
+        serde_json::from_str(&json).ok()
+    }
+
     /// An object as JSON.
     pub fn get(&self, namespace: &str, what: &str) -> Value {
         serde_json::from_str(&self.kubectl_ok(&["-n", namespace, "get", what, "-o", "json"]))

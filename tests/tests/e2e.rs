@@ -467,11 +467,8 @@ async fn the_operator_runs_a_sale_from_manifest_to_deletion() {
         "secret/concert-checkout-key",
     ] {
         let object = eventually(Duration::from_secs(60), child, || {
-            cluster
-                .kubectl(&["-n", NS, "get", child, "-o", "json"], None)
-                .ok()
+            cluster.try_get(NS, child)
         });
-        let object: Value = serde_json::from_str(&object).unwrap();
         let owner = &object["metadata"]["ownerReferences"][0];
         assert_eq!(
             (owner["kind"].as_str(), owner["uid"].as_str()),
@@ -764,8 +761,14 @@ spec:
             rfc3339(closes_at)
         )
     };
+    // Polled from right after each apply: the operator may not have made
+    // the Deployments yet.
     let replicas = |role: &str| {
-        cluster.get(NS, &format!("deployment/encore-{role}"))["spec"]["replicas"].clone()
+        cluster
+            .try_get(NS, &format!("deployment/encore-{role}"))
+            .map_or(Value::Null, |deployment| {
+                deployment["spec"]["replicas"].clone()
+            })
     };
     let status = || cluster.get(NS, "waitingroom/encore")["status"].clone();
     let minute = 60_000;
