@@ -103,6 +103,19 @@ pub fn session_duration_patch(duration: &str) -> Value {
     json!({"spec": {"sessionDuration": duration}})
 }
 
+/// A Random room's shuffle record: the commitment until the opening, then
+/// the seed and salt that open it.
+fn fairness(record: &Value) -> String {
+    match (record["commitment"].as_str(), record["seed"].as_str()) {
+        (None, _) => "-".into(),
+        (Some(commitment), None) => format!("commitment {commitment} (sealed)"),
+        (Some(commitment), Some(seed)) => format!(
+            "commitment {commitment}, seed {seed}, salt {}",
+            record["salt"].as_str().unwrap_or("-")
+        ),
+    }
+}
+
 /// What `status` prints: one `name: value` line per item, `-` when unset.
 pub fn status_report(room: &Value) -> String {
     let status = &room["status"];
@@ -125,6 +138,7 @@ pub fn status_report(room: &Value) -> String {
         ),
         ("closesAt", text(&spec["closesAt"])),
         ("message", text(&spec["message"])),
+        ("fairness", fairness(&status["fairness"])),
     ];
     rows.iter()
         .map(|(name, value)| format!("{:<15}{value}\n", format!("{name}:")))
@@ -241,7 +255,14 @@ mod tests {
             status_report(&room),
             "phase:         Paused\nwaiting:       1200\nactive:        300\n\
              admittedTotal: 4500\nbrokers:       2/2\npaused:        true\n\
-             closesAt:      -\nmessage:       Hold on\n"
+             closesAt:      -\nmessage:       Hold on\nfairness:      -\n"
+        );
+        let sealed = json!({"status": {"fairness": {"commitment": "ab12"}}});
+        assert!(status_report(&sealed).contains("fairness:      commitment ab12 (sealed)\n"));
+        let opened =
+            json!({"status": {"fairness": {"commitment": "ab12", "seed": "42", "salt": "cd"}}});
+        assert!(
+            status_report(&opened).contains("fairness:      commitment ab12, seed 42, salt cd\n")
         );
         let bare = status_report(&json!({"spec": {}}));
         assert!(bare.starts_with("phase:         -\n"), "{bare}");
