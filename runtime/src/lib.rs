@@ -5,6 +5,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod digest;
 pub mod dispatcher;
 pub mod metrics;
 pub mod metrics_endpoint;

@@ -251,8 +251,7 @@ fn derive(purpose: &str, seed: &[u8]) -> [u8; 32] {
 }
 
 fn key_id(public: &[u8]) -> String {
-    let digest = Sha256::digest(public);
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::hex(&Sha256::digest(public)[..8])
 }
 
 #[cfg(test)]

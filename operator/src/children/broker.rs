@@ -50,34 +50,14 @@ fn gate_env(room: &WaitingRoom) -> Vec<EnvVar> {
     let Some(gate) = &room.spec.gate else {
         return Vec::new();
     };
-    let mut env = Vec::new();
-    if !gate.return_origins.is_empty() {
-        env.push(EnvVar {
-            name: "USHER_RETURN_ORIGINS".into(),
-            value: Some(gate.return_origins.join(",")),
-            value_from: None,
-        });
-    }
-    for (name, value) in [
-        ("USHER_COOKIE_DOMAIN", &gate.cookie_domain),
-        ("USHER_WAITING_PAGE", &gate.waiting_page),
-    ] {
-        if let Some(value) = value {
-            env.push(EnvVar {
-                name: name.into(),
-                value: Some(value.clone()),
-                value_from: None,
-            });
-        }
-    }
-    if gate.token_binding == Some(false) {
-        env.push(EnvVar {
-            name: "USHER_TOKEN_BINDING".into(),
-            value: Some("off".into()),
-            value_from: None,
-        });
-    }
-    env
+    let origins = (!gate.return_origins.is_empty()).then(|| gate.return_origins.join(","));
+    let binding_off = (gate.token_binding == Some(false)).then(|| "off".to_owned());
+    env::present([
+        ("USHER_RETURN_ORIGINS", origins),
+        ("USHER_COOKIE_DOMAIN", gate.cookie_domain.clone()),
+        ("USHER_WAITING_PAGE", gate.waiting_page.clone()),
+        ("USHER_TOKEN_BINDING", binding_off),
+    ])
 }
 
 /// Which proxies name the visitor, and how IPv6 visitors are counted.
@@ -86,19 +66,10 @@ fn address_env(room: &WaitingRoom) -> Vec<EnvVar> {
         return Vec::new();
     };
     let trusted = (!bots.trusted_proxies.is_empty()).then(|| bots.trusted_proxies.join(","));
-    [
+    env::present([
         ("USHER_TRUSTED_PROXIES", trusted),
         ("USHER_IPV6_PREFIX", bots.ipv6_prefix.map(|p| p.to_string())),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| {
-        value.map(|value| EnvVar {
-            name: name.into(),
-            value: Some(value),
-            value_from: None,
-        })
-    })
-    .collect()
+    ])
 }
 
 /// Where a broker reads the room's invite codes.
@@ -110,11 +81,6 @@ const INVITES_FILE: &str = "codes";
 fn lane_settings(room: &WaitingRoom) -> (Vec<EnvVar>, Vec<(Volume, VolumeMount)>) {
     let Some(lanes) = &room.spec.lanes else {
         return (Vec::new(), Vec::new());
-    };
-    let plain = |name: &str, value: String| EnvVar {
-        name: name.into(),
-        value: Some(value),
-        value_from: None,
     };
     let mut env = Vec::new();
     let mut volumes = Vec::new();
@@ -129,7 +95,7 @@ fn lane_settings(room: &WaitingRoom) -> (Vec<EnvVar>, Vec<(Volume, VolumeMount)>
             }]);
         }
         volumes.push((volume, mount));
-        env.push(plain(
+        env.push(env::plain(
             "USHER_INVITE_CODES",
             format!("{INVITES_MOUNT_PATH}/{INVITES_FILE}"),
         ));
@@ -139,7 +105,7 @@ fn lane_settings(room: &WaitingRoom) -> (Vec<EnvVar>, Vec<(Volume, VolumeMount)>
             [] => claim.name.clone(),
             values => format!("{}={}", claim.name, values.join(",")),
         };
-        env.push(plain("USHER_PRIORITY_CLAIM", rule));
+        env.push(env::plain("USHER_PRIORITY_CLAIM", rule));
     }
     (env, volumes)
 }

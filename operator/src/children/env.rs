@@ -6,12 +6,20 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::WaitingRoom;
 
-fn plain(name: &str, value: impl Into<String>) -> EnvVar {
+/// A variable with a literal value.
+pub fn plain(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: Some(value.into()),
         value_from: None,
     }
+}
+
+/// The variables that have a value, each with it.
+pub fn present<'a>(vars: impl IntoIterator<Item = (&'a str, Option<String>)>) -> Vec<EnvVar> {
+    vars.into_iter()
+        .filter_map(|(name, value)| value.map(|value| plain(name, value)))
+        .collect()
 }
 
 /// Where the room lives, and that its rules are in Redis: what every
@@ -79,10 +87,7 @@ pub fn human_check_env(room: &WaitingRoom) -> Vec<EnvVar> {
 pub fn config_hash(room: &WaitingRoom) -> String {
     let env = room_env(room);
     let text = serde_json::to_string(&env).unwrap_or_default();
-    Sha256::digest(text.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    usher_runtime::digest::hex(&Sha256::digest(text.as_bytes())[..8])
 }
 
 #[cfg(test)]

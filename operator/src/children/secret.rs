@@ -84,10 +84,7 @@ pub fn key_digest(secret: &Secret) -> String {
         .and_then(|d| d.get(KEY_FILE))
         .map(|b| b.0.as_slice())
         .unwrap_or_default();
-    Sha256::digest(key)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    usher_runtime::digest::hex(&Sha256::digest(key)[..8])
 }
 
 #[cfg(test)]

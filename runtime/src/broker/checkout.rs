@@ -177,6 +177,18 @@ struct Body {
     extend_for: Option<String>,
 }
 
+/// A call's body: a JSON object, sent as JSON, read as `T`.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, CheckoutError> {
+    if declares_json(headers) != Some(true) {
+        return Err(CheckoutError::NotJson);
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| CheckoutError::InvalidBody(format!("the body is not a valid call: {e}")))
+}
+
 /// Reads a call's body: a JSON object, sent as JSON, with exactly one of
 /// `entryToken` and `jti`, and `for` (a duration) when it extends. `call`
 /// is the route's call; an extension's length comes from the body.
@@ -185,11 +197,7 @@ fn parse_body(
     body: &[u8],
     call: Option<CloseReason>,
 ) -> Result<(Named, Call), CheckoutError> {
-    if declares_json(headers) != Some(true) {
-        return Err(CheckoutError::NotJson);
-    }
-    let body: Body = serde_json::from_slice(body)
-        .map_err(|e| CheckoutError::InvalidBody(format!("the body is not a valid call: {e}")))?;
+    let body: Body = json_body(headers, body)?;
     let call = match (call, body.extend_for) {
         (Some(reason), None) => Call::End(reason),
         (None, Some(text)) => Call::Extend(
@@ -223,13 +231,24 @@ fn parse_body(
 
 impl Broker {
     /// Checks that a call of the shop's server carries the room's checkout key.
-    pub(super) fn check_checkout_key(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    fn check_checkout_key(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let key = self
             .settings
             .checkout_key
             .as_ref()
             .ok_or(CheckoutError::Disabled)?;
         Ok(key.check(headers)?)
+    }
+
+    /// The body of a call of the shop's server (see [`json_body`]), once
+    /// the call's checkout key is checked.
+    pub(super) fn shop_call<T: serde::de::DeserializeOwned>(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<T, ApiError> {
+        self.check_checkout_key(headers)?;
+        Ok(json_body(headers, body)?)
     }
 }
 

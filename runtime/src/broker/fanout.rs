@@ -112,11 +112,21 @@ const ETA_WINDOW_MS: Millis = 60_000;
 pub const MAX_STREAMS_PER_SESSION: usize = 4;
 
 impl State {
-    /// About how many admissions come before `ticket`'s (see
-    /// [`LocalLine::admissions_before`]).
-    fn admissions_before(&self, ticket: u64) -> u64 {
-        let share = self.config.as_ref().map_or(100, |c| c.priority_share);
-        self.line.admissions_before(ticket, share)
+    fn priority_share(&self) -> u8 {
+        self.config.as_ref().map_or(100, |c| c.priority_share)
+    }
+
+    /// The waiting `ticket`'s position, its lane's length, and about how
+    /// many admissions come before its own (see
+    /// [`super::line::LaneLengths::admissions_before`]).
+    fn standing_of(&self, ticket: u64) -> (u64, u64, u64) {
+        let (lane, position, lengths) = (
+            Lane::of_ticket(ticket),
+            self.line.position(ticket),
+            self.line.lengths(),
+        );
+        let ahead = lengths.admissions_before(lane, position, self.priority_share());
+        (position, lengths.of(lane), ahead)
     }
 
     /// Admissions per second to estimate waits with: the observed rate (the
@@ -183,7 +193,7 @@ impl Fanout {
     pub fn eta_of(&self, ticket: u64, position: u64, now: Millis) -> Option<u64> {
         let state = self.lock();
         let ahead = if state.synced {
-            state.admissions_before(ticket)
+            state.standing_of(ticket).2
         } else {
             position
         };
@@ -265,11 +275,7 @@ impl Fanout {
             return;
         }
         let (position, waiting, ahead) = if state.synced {
-            (
-                state.line.position(ticket),
-                state.line.len_of(Lane::of_ticket(ticket)),
-                state.admissions_before(ticket),
-            )
+            state.standing_of(ticket)
         } else {
             (store_position, store_waiting, store_position)
         };
@@ -458,20 +464,16 @@ impl Fanout {
         state.broadcasts += 1;
         let mut sent = 0;
         let pace = state.admission_pace(now);
-        let share = state.config.as_ref().map_or(100, |c| c.priority_share);
-        let general = state.line.len_of(Lane::General);
-        let priority = state.line.len_of(Lane::Priority);
+        let share = state.priority_share();
+        let lengths = state.line.lengths();
         let state = &mut *state;
         for sub in state.subscribers.values_mut() {
             let Standing::Waiting { ticket } = sub.standing else {
                 continue;
             };
-            let position = state.line.position(ticket);
-            let waiting = match Lane::of_ticket(ticket) {
-                Lane::General => general,
-                Lane::Priority => priority,
-            };
-            let eta = eta(pace, state.line.admissions_before(ticket, share));
+            let (lane, position) = (Lane::of_ticket(ticket), state.line.position(ticket));
+            let waiting = lengths.of(lane);
+            let eta = eta(pace, lengths.admissions_before(lane, position, share));
             if sub.last_sent == Some((position, eta)) {
                 continue;
             }

@@ -18,13 +18,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{Router, post};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::Broker;
-use super::api::{ServedRoom, declares_json};
+use super::api::ServedRoom;
 use super::error::ApiError;
 use crate::auth::random_id;
 use crate::clock::{now_ms, rfc3339};
+use crate::digest::sha256_hex;
 use crate::queue::{Lane, Store};
 
 /// Invite codes are 4 to 128 printable characters.
@@ -40,10 +40,8 @@ const MAX_STAFF_PASS: Duration = Duration::from_secs(24 * 3600);
 pub fn invite_hash(room: &str, code: &str) -> Option<String> {
     let code = code.trim();
     let printable = code.chars().all(|c| !c.is_control());
-    (CODE_LENGTHS.contains(&code.chars().count()) && printable).then(|| {
-        let digest = Sha256::digest(format!("usher-invite:{room}:{code}"));
-        digest.iter().map(|b| format!("{b:02x}")).collect()
-    })
+    (CODE_LENGTHS.contains(&code.chars().count()) && printable)
+        .then(|| sha256_hex(format!("usher-invite:{room}:{code}")))
 }
 
 /// The lane a join asks for (the priority lane with an invite code, or for
@@ -134,23 +132,6 @@ fn invalid_body(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
 }
 
-/// A JSON body of the shop's server, after its checkout key.
-fn authorized_body<T: serde::de::DeserializeOwned>(
-    broker: &Broker,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, ApiError> {
-    broker.check_checkout_key(headers)?;
-    if declares_json(headers) != Some(true) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be a JSON object sent with Content-Type: application/json",
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| invalid_body(format!("the body is not valid: {e}")))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InvitesBody {
@@ -163,7 +144,7 @@ async fn add_invites(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let InvitesBody { codes } = authorized_body(&broker, &headers, &body)?;
+    let InvitesBody { codes } = broker.shop_call(&headers, &body)?;
     if codes.len() > MAX_CODES_PER_CALL {
         return Err(invalid_body(format!(
             "at most {MAX_CODES_PER_CALL} codes a call"
@@ -200,7 +181,7 @@ async fn staff_pass(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let StaffPassBody { name, valid_for } = authorized_body(&broker, &headers, &body)?;
+    let StaffPassBody { name, valid_for } = broker.shop_call(&headers, &body)?;
     let name_ok = (1..=64).contains(&name.len())
         && name
             .bytes()

@@ -47,36 +47,59 @@ impl LocalLine {
 
     /// 1 + the number of waiting tickets of its lane before `ticket`.
     pub fn position(&self, ticket: u64) -> u64 {
-        self.below(ticket) - self.below(Lane::of_ticket(ticket).tickets().start) + 1
+        let lane_start = match Lane::of_ticket(ticket) {
+            Lane::General => 0,
+            Lane::Priority => self.below(Lane::Priority.tickets().start),
+        };
+        self.below(ticket) - lane_start + 1
     }
 
     pub fn len(&self) -> u64 {
         self.tickets.len() as u64
     }
 
-    /// Waiting tickets in `lane`.
-    pub fn len_of(&self, lane: Lane) -> u64 {
-        let tickets = lane.tickets();
-        self.below(tickets.end) - self.below(tickets.start)
+    /// How many wait in each lane.
+    pub fn lengths(&self) -> LaneLengths {
+        let general = self.below(Lane::Priority.tickets().start);
+        LaneLengths {
+            general,
+            priority: self.len() - general,
+        }
+    }
+}
+
+/// How many wait in each lane, taken once per broadcast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaneLengths {
+    pub general: u64,
+    pub priority: u64,
+}
+
+impl LaneLengths {
+    pub fn of(self, lane: Lane) -> u64 {
+        match lane {
+            Lane::General => self.general,
+            Lane::Priority => self.priority,
+        }
     }
 
-    /// About how many admissions come before `ticket`'s, when the priority
-    /// lane gets `priority_share` percent of them while both lanes wait.
-    pub fn admissions_before(&self, ticket: u64, priority_share: u8) -> u64 {
-        let position = self.position(ticket);
-        let (own, other) = match Lane::of_ticket(ticket) {
+    /// About how many admissions come before that of the `position`-th of
+    /// `lane`, when the priority lane gets `priority_share` percent of them
+    /// while both lanes wait.
+    pub fn admissions_before(self, lane: Lane, position: u64, priority_share: u8) -> u64 {
+        let (own, other) = match lane {
             Lane::Priority => (u64::from(priority_share), Lane::General),
             Lane::General => (100 - u64::from(priority_share), Lane::Priority),
         };
         match own {
             // The other lane goes first.
-            0 => self.len_of(other) + position,
+            0 => self.of(other) + position,
             // The other lane waits until this one is through.
             100 => position,
             // Both move; this lane at its share, until the other runs dry.
             _ => (position * 100)
                 .div_ceil(own)
-                .min(position + self.len_of(other)),
+                .min(position + self.of(other)),
         }
     }
 }
@@ -117,19 +140,23 @@ mod tests {
             (1, 2, 3)
         );
         assert_eq!((line.position(p(2)), line.position(p(4))), (1, 2));
+        let lengths = line.lengths();
         assert_eq!(
-            (line.len_of(Lane::General), line.len_of(Lane::Priority)),
+            (lengths.of(Lane::General), lengths.of(Lane::Priority)),
             (3, 2)
         );
+        let before = |ticket: u64, share: u8| {
+            lengths.admissions_before(Lane::of_ticket(ticket), line.position(ticket), share)
+        };
         // Strictly first, the priority lane delays the general one.
-        assert_eq!(line.admissions_before(3, 100), 2 + 2);
-        assert_eq!(line.admissions_before(p(4), 100), 2);
+        assert_eq!(before(3, 100), 2 + 2);
+        assert_eq!(before(p(4), 100), 2);
         // At a quarter, the second priority visitor waits about 8
         // admissions, but never more than the whole line ahead.
-        assert_eq!(line.admissions_before(p(4), 25), 2 + 3);
-        assert_eq!(line.admissions_before(5, 25), 4);
-        assert_eq!(line.admissions_before(5, 0), 3);
-        assert_eq!(line.admissions_before(p(2), 0), 3 + 1);
+        assert_eq!(before(p(4), 25), 2 + 3);
+        assert_eq!(before(5, 25), 4);
+        assert_eq!(before(5, 0), 3);
+        assert_eq!(before(p(2), 0), 3 + 1);
     }
 
     #[test]

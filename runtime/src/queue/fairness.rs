@@ -17,7 +17,6 @@
 //! ticket.
 
 use rand::Rng;
-use sha2::{Digest, Sha256};
 
 use super::Millis;
 
@@ -56,10 +55,7 @@ impl SealedSeed {
 
 /// The commitment to `seed` with `salt` (see the module).
 pub fn commitment(seed: u64, salt: &str) -> String {
-    Sha256::digest(format!("usher-shuffle-v1:{seed}:{salt}"))
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::sha256_hex(format!("usher-shuffle-v1:{seed}:{salt}"))
 }
 
 /// What a room publishes about its shuffle.

@@ -134,11 +134,10 @@ end
 local function admit_lane(low, high, n, cfg, now)
   if n <= 0 then return end
   local front = redis.call('ZRANGEBYSCORE', K_WAITING, low, high, 'LIMIT', 0, n)
-  for _, sid in ipairs(front) do
-    redis.call('ZREM', K_WAITING, sid)
-    redis.call('ZREM', K_SEEN, sid)
-    admit(load_session(sid), cfg, now)
-  end
+  if #front == 0 then return end
+  redis.call('ZREM', K_WAITING, unpack(front))
+  redis.call('ZREM', K_SEEN, unpack(front))
+  for _, sid in ipairs(front) do admit(load_session(sid), cfg, now) end
 end
 
 -- Admits up to `n` sessions from the front of the lanes; returns how many.
